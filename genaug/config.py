@@ -1,0 +1,226 @@
+"""Typed configuration (SPEC §7).
+
+A config is YAML parsed into pydantic models that forbid unknown keys; every error
+names the dotted key (``gan.lr``) and what was wrong. ``Config()`` with no arguments
+is the built-in default: embedded ``mnist5k``, a small conditional DCGAN, run
+``default``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from genaug.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    source: str = Field("mnist5k", description="built-in source name or ImageFolder path")
+    root: Optional[str] = Field(None, description="where a built-in source's files live")
+    image_size: Optional[int] = Field(None, ge=8, le=1024, description="resize to this (square); None keeps the native size")
+    channels: Optional[Literal[1, 3]] = Field(None, description="1 = grayscale, 3 = RGB; None keeps the source's mode")
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.9)
+    test_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="only used when the source has no test split")
+    split_seed: int = Field(0, ge=0)
+    real_per_class: Optional[int] = Field(None, ge=1, description="keep only K training images per class")
+    skip_bad_images: bool = False
+    download: bool = Field(True, description="allow torchvision downloads for online sources")
+
+
+class GanConfig(Section):
+    z_dim: int = Field(64, ge=1, le=1024)
+    g_channels: int = Field(64, ge=4, le=1024)
+    d_channels: int = Field(64, ge=4, le=1024)
+    loss: Literal["hinge", "nonsat"] = "hinge"
+    diffaugment: str = Field("translation,cutout", description="comma list of translation,cutout,color; '' = off")
+    steps: int = Field(3000, ge=1)
+    batch_size: int = Field(64, ge=2, le=4096)
+    lr_g: float = Field(2e-4, gt=0, lt=1)
+    lr_d: float = Field(2e-4, gt=0, lt=1)
+    betas: tuple[float, float] = (0.0, 0.99)
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    ema_start: int = Field(0, ge=0)
+    eval_every: int = Field(500, ge=1)
+    checkpoint_every: int = Field(500, ge=1)
+    fid_samples: int = Field(1000, ge=10)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+
+
+class DiffusionConfig(Section):
+    block_channels: tuple[int, ...] = (32, 64, 64)
+    layers_per_block: int = Field(1, ge=1, le=4)
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    num_train_timesteps: int = Field(1000, ge=10)
+    cfg_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    steps: int = Field(6000, ge=1)
+    batch_size: int = Field(64, ge=2, le=4096)
+    lr: float = Field(2e-4, gt=0, lt=1)
+    warmup_steps: int = Field(200, ge=0)
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    eval_every: int = Field(1000, ge=1)
+    checkpoint_every: int = Field(1000, ge=1)
+    fid_samples: int = Field(1000, ge=10)
+    sampler: Literal["ddim", "dpm++"] = "dpm++"
+    sample_steps: int = Field(25, ge=1, le=1000)
+    guidance_scale: float = Field(2.0, ge=0.0, le=50.0)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+
+
+class SampleConfig(Section):
+    generator: Literal["gan", "diffusion"] = "gan"
+    checkpoint: str = Field("best", description="best, last, or a path")
+    per_class: int = Field(200, ge=1)
+    batch_size: int = Field(256, ge=1)
+    filter: bool = True
+    min_confidence: float = Field(0.5, ge=0.0, le=1.0)
+    realism_quantile: float = Field(0.95, gt=0.0, le=1.0)
+    near_copy_distance: float = Field(0.0, ge=0.0)
+    max_class_fid: Optional[float] = Field(None, gt=0)
+    seed: int = Field(0, ge=0)
+
+
+class EvalConfig(Section):
+    model: str = "resnet18"
+    pretrained: bool = False
+    pretrained_file: Optional[str] = None
+    strategy: Literal["full", "linear", "last_n", "attention", "lora"] = "full"
+    last_n: int = Field(1, ge=1)
+    mix: str = Field("0.3", description="a share r in [0,1], a comma list, or 'auto'")
+    seeds: int = Field(3, ge=1, le=100)
+    steps: int = Field(600, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0, lt=10)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_steps: int = Field(50, ge=0)
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    mixup: float = Field(0.0, ge=0.0)
+    cutmix: float = Field(0.0, ge=0.0)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+
+
+class PathsConfig(Section):
+    runs_dir: str = "runs"
+    gen_dir: str = "gen_dataset"
+
+
+class Config(Section):
+    run: str = Field("default", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: int = Field(0, ge=0)
+    data: DataConfig = DataConfig()
+    gan: GanConfig = GanConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+    sample: SampleConfig = SampleConfig()
+    eval: EvalConfig = EvalConfig()
+    paths: PathsConfig = PathsConfig()
+
+    def run_dir(self) -> Path:
+        return Path(self.paths.runs_dir) / self.run
+
+    def gen_dir(self) -> Path:
+        return Path(self.paths.gen_dir) / self.run
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    """One line per problem, naming the dotted key."""
+    parts = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown config key '{key}'")
+        else:
+            parts.append(f"config key '{key}': {e['msg']} (got {e.get('input')!r})")
+    return "; ".join(parts)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"gan.lr_g=1e-4"`` -> (["gan", "lr_g"], 1e-4). Values are parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects section.key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"--set expects section.key=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def _set_nested(tree: dict, path: list[str], value: Any, dotted: str) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"config key '{dotted}': '{part}' is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def unknown_keys(model: type[BaseModel], tree: dict, prefix: str = "") -> list[str]:
+    """Full dotted paths of keys in ``tree`` that ``model`` does not define."""
+    bad = []
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        field = model.model_fields.get(str(key))
+        if field is None:
+            bad += [f"{dotted}.{k}" for k in _leaves(value)] if isinstance(value, dict) and value else [dotted]
+        elif isinstance(value, dict) and isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            bad += unknown_keys(field.annotation, value, dotted + ".")
+    return bad
+
+
+def _leaves(tree: dict) -> list[str]:
+    out = []
+    for k, v in tree.items():
+        out += [f"{k}.{leaf}" for leaf in _leaves(v)] if isinstance(v, dict) and v else [str(k)]
+    return out
+
+
+def _valid_keys_hint(dotted: str) -> str:
+    model: type[BaseModel] = Config
+    for part in dotted.split(".")[:-1]:
+        field = model.model_fields.get(part)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            break
+        model = field.annotation
+    return f" (valid here: {', '.join(model.model_fields)})"
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build a :class:`Config` from an optional YAML file plus ``key=value`` overrides."""
+    tree: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(loaded).__name__}")
+        tree = loaded or {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        _set_nested(tree, keys, value, ".".join(keys))
+    bad = unknown_keys(Config, tree)
+    if bad:
+        raise ConfigError("unknown config key " + ", ".join(f"'{k}'" for k in bad) + _valid_keys_hint(bad[0]))
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None

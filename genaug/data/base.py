@@ -1,0 +1,76 @@
+"""The in-memory data set every source produces.
+
+Generators in genaug work at 28-64 px, so sources are decoded once, resized by
+:func:`genaug.data.images.resize_square` and held as uint8 arrays. Every image has a
+stable id (a file path relative to the root, or ``split:index`` for array sources) so
+split membership can be saved and re-checked with other code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Split(Dataset):
+    """Labeled images of one split. ``images``: uint8 ``(N, H, W, C)``."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    ids: list[str]
+
+    def __post_init__(self) -> None:
+        assert self.images.dtype == np.uint8 and self.images.ndim == 4, self.images.shape
+        assert len(self.images) == len(self.labels) == len(self.ids)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img = torch.from_numpy(self.images[i]).permute(2, 0, 1)  # (C, H, W) uint8
+        return img, int(self.labels[i])
+
+    def subset(self, index: np.ndarray) -> "Split":
+        index = np.asarray(index, dtype=np.int64)
+        return Split(self.images[index], self.labels[index], [self.ids[i] for i in index])
+
+    def counts(self, num_classes: int) -> list[int]:
+        return np.bincount(self.labels, minlength=num_classes).tolist()
+
+
+@dataclass
+class LabeledData:
+    """A data source after loading and splitting."""
+
+    name: str
+    classes: list[str]
+    splits: dict[str, Split]
+    skipped: list[str] = field(default_factory=list)  # bad files skipped (skip_bad_images)
+    official_test: bool = False
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.splits["train"].images.shape[1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.splits["train"].images.shape[3])
+
+    def membership(self) -> dict:
+        """Split membership, for ``runs/<run>/splits.json``."""
+        return {
+            "source": self.name,
+            "classes": self.classes,
+            "splits": {name: {"ids": s.ids, "labels": s.labels.tolist()} for name, s in self.splits.items()},
+        }

@@ -1,0 +1,30 @@
+"""The run directory (SPEC §8): ``runs/<run>/`` with the resolved config and splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from genaug.config import Config
+from genaug.data.base import LabeledData
+from genaug.io import atomic_write_json, atomic_write_text, stable_hash
+
+
+def config_hash(cfg: Config, *sections: str) -> str:
+    """Hash of the config sections a stage depends on (all when none given)."""
+    dump = cfg.model_dump(mode="json")
+    return stable_hash({k: dump[k] for k in sections} if sections else dump)
+
+
+def prepare_run_dir(cfg: Config) -> Path:
+    """Create ``runs/<run>/`` and save the resolved config there."""
+    run_dir = cfg.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    return run_dir
+
+
+def save_splits(cfg: Config, data: LabeledData) -> Path:
+    """Save split membership (ids and labels per split) as ``runs/<run>/splits.json``."""
+    path = cfg.run_dir() / "splits.json"
+    atomic_write_json(path, {"data_hash": config_hash(cfg, "data"), **data.membership()})
+    return path

@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny ImageFolders made on the fly, a CLI runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from genaug.cli import cli
+
+
+def write_image(path: Path, *, size=(16, 16), mode="L", seed=0, fmt=None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}.get(mode, 3)
+    arr = rng.integers(0, 256, size=(size[1], size[0], channels), dtype=np.uint8)
+    img = Image.fromarray(arr[:, :, 0] if channels == 1 else arr, mode="L" if channels == 1 else ("RGBA" if channels == 4 else "RGB"))
+    if mode not in ("L", "RGB", "RGBA"):
+        img = img.convert(mode)
+    img.save(path, format=fmt)
+    return path
+
+
+def make_imagefolder(root: Path, classes=("cat", "dog"), per_class=6, **kw) -> Path:
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            write_image(root / name / f"{i}.png", seed=100 * c + i, **kw)
+    return root
+
+
+@pytest.fixture
+def imagefolder(tmp_path) -> Path:
+    return make_imagefolder(tmp_path / "folder")
+
+
+@pytest.fixture
+def run_cli():
+    """Invoke the CLI in-process; returns click's Result."""
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(cli, list(args), catch_exceptions=True)
+
+    return invoke
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Never read or write the user's real cache from tests."""
+    monkeypatch.setenv("GENAUG_CACHE", str(tmp_path / "cache"))
