@@ -85,7 +85,10 @@ def cli() -> None:
 @config_options
 def train_gan_cmd(cfg: Config, resume: bool) -> None:
     """Train the class-conditional DCGAN (SPEC §3)."""
-    _not_built("train-gan", 3)
+    from genaug.generators.gan_train import train_gan
+
+    out = train_gan(cfg, resume=resume)
+    click.echo(f"done: weights in {out}/best (lowest FID) and {out}/last; metrics in {out}/metrics.jsonl")
 
 
 @cli.command("train-diffusion")

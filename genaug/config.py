@@ -36,20 +36,21 @@ class DataConfig(Section):
 
 class GanConfig(Section):
     z_dim: int = Field(64, ge=1, le=1024)
-    g_channels: int = Field(64, ge=4, le=1024)
-    d_channels: int = Field(64, ge=4, le=1024)
+    g_channels: int = Field(32, ge=4, le=1024)
+    d_channels: int = Field(32, ge=4, le=1024)
     loss: Literal["hinge", "nonsat"] = "hinge"
     diffaugment: str = Field("translation,cutout", description="comma list of translation,cutout,color; '' = off")
-    steps: int = Field(3000, ge=1)
-    batch_size: int = Field(64, ge=2, le=4096)
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(32, ge=2, le=4096)
     lr_g: float = Field(2e-4, gt=0, lt=1)
     lr_d: float = Field(2e-4, gt=0, lt=1)
     betas: tuple[float, float] = (0.0, 0.99)
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
-    ema_start: int = Field(0, ge=0)
     eval_every: int = Field(500, ge=1)
     checkpoint_every: int = Field(500, ge=1)
     fid_samples: int = Field(1000, ge=10)
+    fid_extractor: Literal["judge", "inception"] = "judge"
+    log_every: int = Field(50, ge=1)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
 
 
@@ -71,6 +72,17 @@ class DiffusionConfig(Section):
     sample_steps: int = Field(25, ge=1, le=1000)
     guidance_scale: float = Field(2.0, ge=0.0, le=50.0)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+
+
+class JudgeConfig(Section):
+    """The classifier behind the confidence filter and the domain FID extractor.
+    It is trained on the real training split only."""
+
+    model: str = "resnet_small28"
+    steps: int = Field(400, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(2e-3, gt=0, lt=1)
+    eval_every: int = Field(100, ge=1)
 
 
 class SampleConfig(Section):
@@ -117,6 +129,7 @@ class Config(Section):
     data: DataConfig = DataConfig()
     gan: GanConfig = GanConfig()
     diffusion: DiffusionConfig = DiffusionConfig()
+    judge: JudgeConfig = JudgeConfig()
     sample: SampleConfig = SampleConfig()
     eval: EvalConfig = EvalConfig()
     paths: PathsConfig = PathsConfig()

@@ -20,6 +20,10 @@ def test_every_shipped_config_parses(path):
     assert cfg.run
 
 
+def test_mnist5k_gan_yaml_is_the_builtin_default():
+    assert load_config(Path(__file__).parents[1] / "configs" / "mnist5k_gan.yaml") == Config()
+
+
 def test_shipped_configs_include_required_ones():
     names = {p.name for p in CONFIGS}
     assert {"smoke.yaml", "mnist5k_gan.yaml", "fashion_mnist_gan.yaml"} <= names

@@ -1,0 +1,61 @@
+"""Generator registry and self-describing weights (STYLE §4).
+
+``best/`` and ``last/`` hold ``model.safetensors`` plus ``genaug.json`` with the
+architecture name, its constructor arguments, the class names, the step and the
+config, so :func:`load_generator` rebuilds the model from those two files alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from genaug.errors import GenaugError
+from genaug.generators.dcgan import Generator as DCGANGenerator
+from genaug.io import atomic_write_json
+
+ARCHITECTURES: dict[str, type[torch.nn.Module]] = {"dcgan": DCGANGenerator}
+WEIGHTS, META = "model.safetensors", "genaug.json"
+
+
+def register_architecture(name: str, cls: type[torch.nn.Module]) -> None:
+    ARCHITECTURES[name] = cls
+
+
+def save_generator(model: torch.nn.Module, out_dir: str | Path, *, architecture: str, meta: dict) -> None:
+    """Write weights + JSON atomically (temp dir, then rename over the old one)."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / WEIGHTS))
+    atomic_write_json(tmp / META, {"architecture": architecture, "args": model.config, **meta})
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    if old.exists():
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+
+
+def load_generator(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """Rebuild a generator from ``genaug.json`` + ``model.safetensors`` (no pickles)."""
+    path = Path(path)
+    meta_path = path / META
+    if not meta_path.is_file():
+        raise GenaugError(f"not a genaug generator checkpoint (no {META}): {path}")
+    meta = json.loads(meta_path.read_text())
+    arch = meta.get("architecture")
+    if arch not in ARCHITECTURES:
+        raise GenaugError(f"{path}: unknown generator architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
+    model = ARCHITECTURES[arch](**meta["args"])
+    try:
+        model.load_state_dict(load_file(str(path / WEIGHTS)))
+    except (RuntimeError, OSError) as exc:
+        raise GenaugError(f"{path}: weights do not match {arch}{meta['args']}: {str(exc).splitlines()[0]}") from None
+    return model.eval(), meta

@@ -1,0 +1,212 @@
+"""`genaug train-gan`: the conditional DCGAN training loop (SPEC §3).
+
+Split into small pieces: :func:`train_gan` sets up, :func:`_d_step` / :func:`_g_step`
+do one optimisation step each, :func:`_evaluate` writes the grid and FID/KID and
+updates ``best/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from genaug.config import Config
+from genaug.data import LabeledData, load_data
+from genaug.errors import GenaugError
+from genaug.fidelity import fidelity
+from genaug.generators import save_generator
+from genaug.generators.dcgan import Discriminator, Generator, d_loss, g_loss
+from genaug.generators.diffaugment import diff_augment, parse_policy
+from genaug.io import atomic_write_json
+from genaug.judge import conditional_accuracy, ensure_judge
+from genaug.runs import config_hash, prepare_run_dir, save_splits
+from genaug.training import (TrainState, checkpoints, log_metrics, make_accelerator, resume_latest, save_checkpoint,
+                             save_grid, step_generator, to_uint8, truncate_metrics)
+
+EVAL_SEED = 2024
+
+
+@dataclass
+class GanParts:
+    G: torch.nn.Module
+    D: torch.nn.Module
+    ema: AveragedModel
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    policy: tuple[str, ...]
+
+
+def build_models(cfg: Config, data: LabeledData) -> tuple[Generator, Discriminator]:
+    gc = cfg.gan
+    G = Generator(z_dim=gc.z_dim, num_classes=data.num_classes, channels=data.channels,
+                  image_size=data.image_size, width=gc.g_channels)
+    D = Discriminator(num_classes=data.num_classes, channels=data.channels, image_size=data.image_size, width=gc.d_channels)
+    return G, D
+
+
+def _d_step(parts: GanParts, accelerator, real: torch.Tensor, y: torch.Tensor, z: torch.Tensor, g, loss_kind: str) -> dict:
+    """One discriminator update on real (B, C, H, W) in [-1, 1] and G(z, y)."""
+    with torch.no_grad():
+        fake = parts.G(z, y)
+    both = diff_augment(torch.cat([real, fake]), parts.policy, g)
+    logits = parts.D(both, torch.cat([y, y]))
+    real_logits, fake_logits = logits.float().chunk(2)
+    loss = d_loss(loss_kind, real_logits, fake_logits)
+    _check_finite(loss, "discriminator")
+    parts.opt_d.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    parts.opt_d.step()
+    return {"loss_d": loss.item(), "d_real": real_logits.mean().item(), "d_fake": fake_logits.mean().item()}
+
+
+def _g_step(parts: GanParts, accelerator, y: torch.Tensor, z: torch.Tensor, g, loss_kind: str) -> dict:
+    fake = parts.G(z, y)
+    loss = g_loss(loss_kind, parts.D(diff_augment(fake, parts.policy, g), y).float())
+    _check_finite(loss, "generator")
+    parts.opt_g.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    parts.opt_g.step()
+    parts.ema.update_parameters(accelerator.unwrap_model(parts.G))
+    return {"loss_g": loss.item()}
+
+
+class NonFiniteLoss(GenaugError):
+    pass
+
+
+def _check_finite(loss: torch.Tensor, which: str) -> None:
+    if not torch.isfinite(loss).item():
+        raise NonFiniteLoss(f"{which} loss is {loss.item()}")
+
+
+@torch.no_grad()
+def generate(G: torch.nn.Module, labels: torch.Tensor, seeds: list[int], z_dim: int, batch_size: int = 500) -> torch.Tensor:
+    """uint8 images (N, C, H, W), image i from ``torch.Generator().manual_seed(seeds[i])``:
+    the same seed and label always give the same image, whatever the batch size."""
+    G.eval()
+    device = next(G.parameters()).device
+    z = torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    out = [to_uint8(G(z[i : i + batch_size].to(device), labels[i : i + batch_size].to(device))).cpu()
+           for i in range(0, len(labels), batch_size)]
+    return torch.cat(out)
+
+
+def _evaluate(cfg: Config, data: LabeledData, ema_G, state: TrainState, out: Path, judge_dir: Path, real: torch.Tensor) -> dict:
+    """Grid + FID/KID of the EMA generator against the real training split; updates best/."""
+    n, C = cfg.gan.fid_samples, data.num_classes
+    labels = torch.arange(n) % C
+    images = generate(ema_G, labels, [EVAL_SEED + i for i in range(n)], cfg.gan.z_dim)
+    grid_idx = torch.cat([torch.nonzero(labels == c).flatten()[:10] for c in range(C)])
+    save_grid(images[grid_idx], out / "grids" / f"step_{state.step:07d}.png", nrow=min(10, n // C or 1))
+    metrics = fidelity(images, real, extractor=cfg.gan.fid_extractor, judge_dir=judge_dir,
+                       real_cache_name=f"{cfg.run}-train-{config_hash(cfg, 'data', 'judge', 'seed')}",
+                       cache_root=out / "fid_cache")
+    row = {"fid": metrics["fid"], "kid": metrics["kid_mean"], "kid_std": metrics["kid_std"],
+           "cond_acc": conditional_accuracy(images, labels, judge_dir),
+           "fid_extractor": metrics["extractor"], "fid_n_fake": metrics["n_fake"], "fid_n_real": metrics["n_real"]}
+    if metrics["fid"] < state.best_fid:
+        state.best_fid, state.best_step = metrics["fid"], state.step
+        save_generator(ema_G, out / "best", architecture="dcgan", meta=_meta(cfg, data, state, metrics))
+    return row
+
+
+def _meta(cfg: Config, data: LabeledData, state: TrainState, metrics: dict | None) -> dict:
+    return {"kind": "gan", "classes": data.classes, "step": state.step, "fidelity": metrics,
+            "config_hash": config_hash(cfg, "data", "gan", "seed"), "config": cfg.model_dump(mode="json")}
+
+
+def _init(cfg: Config, data: LabeledData, accelerator) -> GanParts:
+    gc = cfg.gan
+    G, D = build_models(cfg, data)
+    ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(gc.ema_decay), use_buffers=True)
+    opt_g = torch.optim.Adam(G.parameters(), lr=gc.lr_g, betas=tuple(gc.betas))
+    opt_d = torch.optim.Adam(D.parameters(), lr=gc.lr_d, betas=tuple(gc.betas))
+    G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
+    ema.to(accelerator.device)
+    return GanParts(G, D, ema, opt_g, opt_d, parse_policy(gc.diffaugment))
+
+
+def train_gan(cfg: Config, *, resume: bool = False) -> Path:
+    """Train the conditional DCGAN of ``cfg``; returns ``runs/<run>/gan``."""
+    out = cfg.run_dir() / "gan"
+    data = load_data(cfg.data)
+    accelerator = make_accelerator(out, cfg.gan.mixed_precision)
+    if accelerator.is_main_process:
+        prepare_run_dir(cfg)
+        save_splits(cfg, data)
+        if not resume and (checkpoints(out / "checkpoints") or (out / "metrics.jsonl").exists()):
+            raise GenaugError(f"{out} already has a training run: pass --resume to continue it, or use another --run")
+        judge_dir = ensure_judge(cfg, data)
+    accelerator.wait_for_everyone()
+    judge_dir = cfg.run_dir() / "judge"
+    parts = _init(cfg, data, accelerator)
+    state = TrainState()
+    accelerator.register_for_checkpointing(parts.ema, state)
+    if resume and (step := resume_latest(accelerator, out / "checkpoints")) is not None:
+        if accelerator.is_main_process:
+            truncate_metrics(out / "metrics.jsonl", step)
+            print(f"resumed from step {step}")
+    if accelerator.is_main_process:
+        atomic_write_json(out / "train_config.json", {"config_hash": config_hash(cfg, "data", "gan", "seed"),
+                                                     "config": cfg.model_dump(mode="json")})
+    accelerator.init_trackers("gan")
+    _loop(cfg, data, accelerator, parts, state, out, judge_dir)
+    accelerator.end_training()
+    return out
+
+
+def _loop(cfg: Config, data: LabeledData, accelerator, parts: GanParts, state: TrainState, out: Path, judge_dir: Path) -> None:
+    gc = cfg.gan
+    world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
+    per_proc = max(1, gc.batch_size // world)
+    train = data.splits["train"]
+    images = torch.from_numpy(train.images).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W) uint8
+    labels = torch.from_numpy(train.labels)
+    real_u8 = images  # FID reference: the real training split only
+    bar = tqdm(total=gc.steps, initial=state.step, desc="train-gan", unit="step", disable=not accelerator.is_main_process)
+    t0, seen = time.perf_counter(), 0
+    while state.step < gc.steps:
+        g_cpu = step_generator(cfg.seed, state.step, 0, torch.device("cpu"))
+        idx = torch.randint(0, len(labels), (per_proc * world,), generator=g_cpu)[rank * per_proc : (rank + 1) * per_proc]
+        real = images[idx].to(device).float().div(127.5).sub(1)
+        y = labels[idx].to(device)
+        g = step_generator(cfg.seed, state.step, rank, device, stream=1)
+        parts.G.train()
+        try:
+            row = _d_step(parts, accelerator, real, y, torch.randn(per_proc, gc.z_dim, device=device, generator=g), g, gc.loss)
+            row |= _g_step(parts, accelerator, y, torch.randn(per_proc, gc.z_dim, device=device, generator=g), g, gc.loss)
+        except NonFiniteLoss as exc:
+            last = checkpoints(out / "checkpoints")
+            where = f"the last good checkpoint is {last[-1][1]}" if last else "no checkpoint was written yet"
+            raise GenaugError(f"training stopped at step {state.step}: {exc}; {where} (lower the learning rate, then --resume)") from None
+        state.step += 1
+        seen += per_proc * world
+        bar.update(1)
+        _after_step(cfg, data, accelerator, parts, state, out, judge_dir, real_u8, row, seen / (time.perf_counter() - t0), bar)
+    bar.close()
+
+
+def _after_step(cfg, data, accelerator, parts, state, out, judge_dir, real_u8, row, img_s, bar) -> None:
+    gc, step = cfg.gan, state.step
+    final = step == gc.steps
+    is_eval, is_log = step % gc.eval_every == 0 or final, step % gc.log_every == 0 or final
+    if is_eval:
+        if accelerator.is_main_process:
+            row |= _evaluate(cfg, data, parts.ema.module, state, out, judge_dir, real_u8)
+            save_generator(parts.ema.module, out / "last", architecture="dcgan", meta=_meta(cfg, data, state, None))
+        accelerator.wait_for_everyone()
+    if is_log or is_eval:
+        row = {"step": step, **{k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}, "img_per_s": round(img_s, 1)}
+        log_metrics(accelerator, out / "metrics.jsonl", row)
+        bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", loss_g=f"{row['loss_g']:.3f}", img_s=f"{img_s:.0f}",
+                        **({"fid": f"{row['fid']:.3g}"} if "fid" in row else {}))
+    if step % gc.checkpoint_every == 0 or final:
+        save_checkpoint(accelerator, out / "checkpoints", step)

@@ -1,0 +1,142 @@
+"""The judge: a small timm classifier trained on the real training split only.
+
+It scores synthetic images for the confidence filter (SPEC §4), provides the domain
+feature space for FID/KID (:mod:`genaug.fidelity`), and measures a generator's
+conditional accuracy. Cached in ``runs/<run>/judge/`` as safetensors + JSON, keyed by
+the hash of the data and judge config, so it is retrained only when those change.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from tqdm import tqdm
+
+import genaug.models  # noqa: F401  (registers the small timm models)
+from genaug.config import Config
+from genaug.data.base import LabeledData, Split
+from genaug.io import atomic_write_json
+from genaug.runs import config_hash
+
+WEIGHTS, META = "model.safetensors", "judge.json"
+
+
+def to_input(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 ``(B, C, H, W)`` -> float in [-1, 1] with ``channels`` channels."""
+    x = images.float().div(127.5).sub(1.0)
+    if x.shape[1] == channels:
+        return x
+    if channels == 1:  # RGB -> luma (ITU-R 601-2, as PIL does)
+        return (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return x.expand(-1, channels, -1, -1)
+
+
+def random_shift(x: torch.Tensor, generator: torch.Generator, pad: int = 2) -> torch.Tensor:
+    """Random translation by up to ``pad`` px (reflect-padded crop), one offset per image."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (pad,) * 4, mode="replicate")
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, split: Split, channels: int, batch_size: int = 512) -> float:
+    model.eval()
+    correct = 0
+    for start in range(0, len(split), batch_size):
+        x = torch.from_numpy(split.images[start : start + batch_size]).permute(0, 3, 1, 2)
+        pred = model(to_input(x, channels)).argmax(1)
+        correct += int((pred.numpy() == split.labels[start : start + batch_size]).sum())
+    return correct / max(1, len(split))
+
+
+def train_judge(cfg: Config, data: LabeledData, out_dir: Path) -> dict:
+    """Train on ``data.splits['train']``, keep the best weights by val accuracy, save them."""
+    jc = cfg.judge
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = timm.create_model(jc.model, in_chans=data.channels, num_classes=data.num_classes, img_size=data.image_size) \
+        if jc.model.startswith("resnet_small") else timm.create_model(jc.model, in_chans=data.channels, num_classes=data.num_classes)
+    opt = create_optimizer_v2(model, opt="adamw", lr=jc.lr, weight_decay=0.05)
+    sched = CosineLRScheduler(opt, t_initial=jc.steps, warmup_t=min(50, jc.steps // 10), lr_min=jc.lr * 0.01)
+    train = data.splits["train"]
+    images = torch.from_numpy(train.images).permute(0, 3, 1, 2)  # (N, C, H, W) uint8
+    labels = torch.from_numpy(train.labels)
+    best, best_state = -1.0, None
+    bar = tqdm(range(jc.steps), desc="judge", unit="step", leave=False)
+    for step in bar:
+        model.train()
+        idx = torch.randint(0, len(train), (jc.batch_size,), generator=gen)
+        x = random_shift(to_input(images[idx], data.channels), gen)
+        loss = F.cross_entropy(model(x), labels[idx], label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step(step + 1)
+        if (step + 1) % jc.eval_every == 0 or step + 1 == jc.steps:
+            acc = accuracy(model, data.splits["val"], data.channels)
+            bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{acc:.3f}")
+            if acc > best:
+                best, best_state = acc, {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    meta = {
+        "model": jc.model, "in_chans": data.channels, "num_classes": data.num_classes, "image_size": data.image_size,
+        "classes": data.classes, "val_accuracy": best, "train_images": len(train), "steps": jc.steps,
+        "key": judge_key(cfg),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / (WEIGHTS + ".tmp")))
+    (out_dir / (WEIGHTS + ".tmp")).replace(out_dir / WEIGHTS)
+    atomic_write_json(out_dir / META, meta)
+    return meta
+
+
+def judge_key(cfg: Config) -> str:
+    return config_hash(cfg, "data", "judge", "seed")
+
+
+def ensure_judge(cfg: Config, data: LabeledData) -> Path:
+    """The run's judge directory, training the judge first when missing or stale."""
+    out = cfg.run_dir() / "judge"
+    meta_path = out / META
+    if meta_path.is_file() and (out / WEIGHTS).is_file():
+        if json.loads(meta_path.read_text()).get("key") == judge_key(cfg):
+            return out
+    meta = train_judge(cfg, data, out)
+    print(f"judge {meta['model']}: val accuracy {meta['val_accuracy']:.4f} on {len(data.splits['val'])} images")
+    return out
+
+
+def load_judge(judge_dir: str | Path) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the judge from its JSON + safetensors (no pickles)."""
+    judge_dir = Path(judge_dir)
+    meta = json.loads((judge_dir / META).read_text())
+    kw = {"img_size": meta["image_size"]} if meta["model"].startswith("resnet_small") else {}
+    model = timm.create_model(meta["model"], in_chans=meta["in_chans"], num_classes=meta["num_classes"], **kw)
+    model.load_state_dict(load_file(str(judge_dir / WEIGHTS)))
+    return model.eval(), meta
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, channels: int, batch_size: int = 512) -> np.ndarray:
+    """Class probabilities ``(N, K)`` for uint8 images ``(N, C, H, W)``."""
+    model.eval()
+    out = [F.softmax(model(to_input(images[i : i + batch_size], channels)), dim=1) for i in range(0, len(images), batch_size)]
+    return torch.cat(out).numpy()
+
+
+def conditional_accuracy(images: torch.Tensor, labels: torch.Tensor, judge_dir: str | Path) -> float:
+    """Share of generated images (uint8 (N, C, H, W)) that the judge assigns to their
+    conditioning label: does the generator draw the class it was asked for?"""
+    model, meta = load_judge(judge_dir)
+    probs = predict(model, images, meta["in_chans"])
+    return float((probs.argmax(1) == labels.numpy()).mean())

@@ -1,0 +1,126 @@
+"""Pieces shared by the generator trainers: accelerate setup, resumable checkpoints,
+the metrics JSONL, sample grids and per-step seeding.
+
+Resumption is exact by construction: every random draw of step ``t`` (data batch,
+noise, labels, augmentation) comes from a generator seeded with ``(seed, t, rank)``,
+so a resumed run needs only the weights, optimiser, EMA and step from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
+from PIL import Image
+from torchvision.utils import make_grid
+
+from genaug.io import append_jsonl, atomic_write_bytes, atomic_write_text, read_jsonl
+
+_CKPT = re.compile(r"^step_(\d+)$")
+
+
+@dataclass
+class TrainState:
+    """Counters saved with every checkpoint (accelerate's custom-object protocol)."""
+
+    step: int = 0
+    best_fid: float = float("inf")
+    best_step: int = -1
+    extra: dict = field(default_factory=dict)
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "best_fid": self.best_fid, "best_step": self.best_step, "extra": self.extra}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.best_fid, self.best_step = int(state["step"]), float(state["best_fid"]), int(state["best_step"])
+        self.extra = dict(state.get("extra", {}))
+
+
+def make_accelerator(out_dir: Path, mixed_precision: str) -> Accelerator:
+    """Accelerator with TensorBoard logging when tensorboard is installed."""
+    try:
+        import tensorboard  # noqa: F401
+
+        log_with = "tensorboard"
+    except ImportError:
+        log_with = None
+    if mixed_precision != "no" and not torch.cuda.is_available() and mixed_precision == "fp16":
+        mixed_precision = "no"  # fp16 autocast needs a GPU; bf16 works on CPU
+    return Accelerator(mixed_precision=mixed_precision, log_with=log_with,
+                       project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "tb")))
+
+
+def step_generator(seed: int, step: int, rank: int, device: torch.device, stream: int = 0) -> torch.Generator:
+    """A fresh generator for one training step, independent of what came before."""
+    g = torch.Generator(device=device)
+    g.manual_seed((seed * 1_000_003 + step * 9_973 + rank * 101 + stream) % (2**63 - 1))
+    return g
+
+
+def checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    if not ckpt_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _CKPT.match(p.name)) and p.is_dir()]
+    return sorted(found)
+
+
+def save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, step: int, keep: int = 2) -> Path:
+    """accelerate ``save_state`` into a temp dir, renamed when complete; keeps ``keep``."""
+    final = ckpt_dir / f"step_{step:07d}"
+    tmp = ckpt_dir / f".tmp_step_{step:07d}"
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        for _, old in checkpoints(ckpt_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def resume_latest(accelerator: Accelerator, ckpt_dir: Path) -> int | None:
+    """Load the newest complete checkpoint; returns its step, or None when there is none."""
+    found = checkpoints(ckpt_dir)
+    if not found:
+        return None
+    step, path = found[-1]
+    accelerator.load_state(str(path))
+    return step
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop rows written after the checkpoint we resume from (they will be redone)."""
+    rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+    atomic_write_text(path, "".join(__import__("json").dumps(r) + "\n" for r in rows))
+
+
+def log_metrics(accelerator: Accelerator, path: Path, row: dict) -> None:
+    if accelerator.is_main_process:
+        append_jsonl(path, row)
+    accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}, step=row["step"])
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float (B, C, H, W) -> uint8 (B, C, H, W)."""
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
+    """uint8 (B, C, H, W) -> one PNG, ``nrow`` images per row."""
+    grid = make_grid(images.cpu(), nrow=nrow, padding=2, pad_value=128)  # (C, H, W) uint8
+    arr = grid.permute(1, 2, 0).numpy()
+    img = Image.fromarray(arr[:, :, 0] if images.shape[1] == 1 else arr)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
