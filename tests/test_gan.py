@@ -46,7 +46,7 @@ def test_bad_image_size_is_a_config_error():
 
 
 def test_diffaugment_is_seeded_differentiable_and_shape_preserving():
-    x = torch.rand(6, 3, 16, 16, requires_grad=True) * 2 - 1
+    x = (torch.rand(6, 3, 16, 16) * 2 - 1).requires_grad_()
     policy = parse_policy("color,translation,cutout")
     a = diff_augment(x, policy, torch.Generator().manual_seed(1))
     b = diff_augment(x, policy, torch.Generator().manual_seed(1))
@@ -145,22 +145,24 @@ def _cli(*args, **kw):
 
 def test_sigkill_then_resume_has_no_duplicate_or_missing_steps(tmp_path):
     common = ["train-gan", "--config", str(SMOKE), "--set", f"paths.runs_dir={tmp_path}/runs",
-              "--set", "gan.steps=60", "--set", "gan.checkpoint_every=10", "--set", "gan.log_every=5",
-              "--set", "gan.eval_every=30"]
+              "--set", "gan.steps=200", "--set", "gan.checkpoint_every=10", "--set", "gan.log_every=5",
+              "--set", "gan.eval_every=100"]
     proc = _cli(*common)
     ckpt = tmp_path / "runs" / "smoke" / "gan" / "checkpoints" / "step_0000010"
     deadline = time.time() + 240
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert ckpt.exists(), proc.communicate()[0].decode()[-2000:]
+    assert proc.poll() is None, "the run finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     metrics = tmp_path / "runs" / "smoke" / "gan" / "metrics.jsonl"
     done = subprocess.run([sys.executable, "-m", "genaug", *common, "--resume"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     steps = [r["step"] for r in read_jsonl(metrics)]
-    assert steps == list(range(5, 61, 5))
-    assert json.loads((metrics.parent / "last" / "genaug.json").read_text())["step"] == 60
+    assert steps == list(range(5, 201, 5))
+    assert "resumed from step" in done.stdout
+    assert json.loads((metrics.parent / "last" / "genaug.json").read_text())["step"] == 200
     assert not list((metrics.parent / "checkpoints").glob(".tmp*"))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from genaug.config import Config
@@ -123,10 +123,23 @@ def _meta(cfg: Config, data: LabeledData, state: TrainState, metrics: dict | Non
             "config_hash": config_hash(cfg, "data", "gan", "seed"), "config": cfg.model_dump(mode="json")}
 
 
+def ema_with_warmup(decay: float):
+    """EMA update whose decay ramps up as min(decay, (1 + n) / (10 + n)), as diffusers'
+    EMAModel does: with a fixed 0.999 the average would still be 60% initial random
+    weights after 500 steps."""
+
+    def avg_fn(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        n = float(num_averaged)
+        d = min(decay, (1 + n) / (10 + n))
+        return averaged * d + current * (1 - d)
+
+    return avg_fn
+
+
 def _init(cfg: Config, data: LabeledData, accelerator) -> GanParts:
     gc = cfg.gan
     G, D = build_models(cfg, data)
-    ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(gc.ema_decay), use_buffers=True)
+    ema = AveragedModel(G, avg_fn=ema_with_warmup(gc.ema_decay), use_buffers=True)
     opt_g = torch.optim.Adam(G.parameters(), lr=gc.lr_g, betas=tuple(gc.betas))
     opt_d = torch.optim.Adam(D.parameters(), lr=gc.lr_d, betas=tuple(gc.betas))
     G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
@@ -204,7 +217,7 @@ def _after_step(cfg, data, accelerator, parts, state, out, judge_dir, real_u8, r
             save_generator(parts.ema.module, out / "last", architecture="dcgan", meta=_meta(cfg, data, state, None))
         accelerator.wait_for_everyone()
     if is_log or is_eval:
-        row = {"step": step, **{k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}, "img_per_s": round(img_s, 1)}
+        row = {"step": step, **row, "img_per_s": round(img_s, 1)}
         log_metrics(accelerator, out / "metrics.jsonl", row)
         bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", loss_g=f"{row['loss_g']:.3f}", img_s=f"{img_s:.0f}",
                         **({"fid": f"{row['fid']:.3g}"} if "fid" in row else {}))
