@@ -39,6 +39,7 @@ class GanConfig(Section):
     g_channels: int = Field(32, ge=4, le=1024)
     d_channels: int = Field(32, ge=4, le=1024)
     loss: Literal["hinge", "nonsat"] = "hinge"
+    aux_weight: float = Field(1.0, ge=0.0, description="auxiliary-classifier loss weight; 0 = projection only")
     diffaugment: str = Field("translation,cutout", description="comma list of translation,cutout,color; '' = off")
     steps: int = Field(2000, ge=1)
     batch_size: int = Field(32, ge=2, le=4096)

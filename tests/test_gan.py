@@ -33,9 +33,9 @@ def test_models_forward_backward_no_nan(size, channels):
     y = torch.tensor([0, 1, 2, 1])
     x = G(torch.randn(4, 8), y)
     assert x.shape == (4, channels, size, size) and x.abs().max() <= 1
-    out = D(x, y)
-    assert out.shape == (4,)
-    out.sum().backward()
+    out, cls = D(x, y)
+    assert out.shape == (4,) and cls.shape == (4, 3)
+    (out.sum() + cls.sum()).backward()
     grads = [p.grad for p in G.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
@@ -169,7 +169,7 @@ def test_sigkill_then_resume_has_no_duplicate_or_missing_steps(tmp_path):
 @pytest.mark.slow
 def test_accelerate_launch_two_cpu_processes(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(["accelerate", "launch", "--cpu", "--num_processes", "2", "-m", "genaug", "train-gan",
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "-m", "genaug", "train-gan",
                            "--config", str(SMOKE), "--set", f"paths.runs_dir={tmp_path}/runs"],
                           capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

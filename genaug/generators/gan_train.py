@@ -23,7 +23,7 @@ from genaug.data import LabeledData, load_data
 from genaug.errors import GenaugError
 from genaug.fidelity import fidelity
 from genaug.generators import save_generator
-from genaug.generators.dcgan import Discriminator, Generator, d_loss, g_loss
+from genaug.generators.dcgan import Discriminator, Generator, aux_loss, d_loss, g_loss
 from genaug.generators.diffaugment import diff_augment, parse_policy
 from genaug.io import atomic_write_json
 from genaug.judge import conditional_accuracy, ensure_judge
@@ -42,6 +42,7 @@ class GanParts:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     policy: tuple[str, ...]
+    aux_weight: float
 
 
 def build_models(cfg: Config, data: LabeledData) -> tuple[Generator, Discriminator]:
@@ -57,9 +58,11 @@ def _d_step(parts: GanParts, accelerator, real: torch.Tensor, y: torch.Tensor, z
     with torch.no_grad():
         fake = parts.G(z, y)
     both = diff_augment(torch.cat([real, fake]), parts.policy, g)
-    logits = parts.D(both, torch.cat([y, y]))
+    logits, class_logits = parts.D(both, torch.cat([y, y]))
     real_logits, fake_logits = logits.float().chunk(2)
     loss = d_loss(loss_kind, real_logits, fake_logits)
+    if parts.aux_weight:
+        loss = loss + parts.aux_weight * aux_loss(class_logits[: len(y)], y)  # real images only
     _check_finite(loss, "discriminator")
     parts.opt_d.zero_grad(set_to_none=True)
     accelerator.backward(loss)
@@ -69,7 +72,10 @@ def _d_step(parts: GanParts, accelerator, real: torch.Tensor, y: torch.Tensor, z
 
 def _g_step(parts: GanParts, accelerator, y: torch.Tensor, z: torch.Tensor, g, loss_kind: str) -> dict:
     fake = parts.G(z, y)
-    loss = g_loss(loss_kind, parts.D(diff_augment(fake, parts.policy, g), y).float())
+    logits, class_logits = parts.D(diff_augment(fake, parts.policy, g), y)
+    loss = g_loss(loss_kind, logits.float())
+    if parts.aux_weight:
+        loss = loss + parts.aux_weight * aux_loss(class_logits, y)
     _check_finite(loss, "generator")
     parts.opt_g.zero_grad(set_to_none=True)
     accelerator.backward(loss)
@@ -144,7 +150,7 @@ def _init(cfg: Config, data: LabeledData, accelerator) -> GanParts:
     opt_d = torch.optim.Adam(D.parameters(), lr=gc.lr_d, betas=tuple(gc.betas))
     G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
     ema.to(accelerator.device)
-    return GanParts(G, D, ema, opt_g, opt_d, parse_policy(gc.diffaugment))
+    return GanParts(G, D, ema, opt_g, opt_d, parse_policy(gc.diffaugment), gc.aux_weight)
 
 
 def train_gan(cfg: Config, *, resume: bool = False) -> Path:
