@@ -41,7 +41,7 @@ class GanConfig(Section):
     loss: Literal["hinge", "nonsat"] = "hinge"
     aux_weight: float = Field(1.0, ge=0.0, description="auxiliary-classifier loss weight; 0 = projection only")
     diffaugment: str = Field("translation,cutout", description="comma list of translation,cutout,color; '' = off")
-    steps: int = Field(2000, ge=1)
+    steps: int = Field(3000, ge=1)
     batch_size: int = Field(32, ge=2, le=4096)
     lr_g: float = Field(2e-4, gt=0, lt=1)
     lr_d: float = Field(2e-4, gt=0, lt=1)
