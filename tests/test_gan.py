@@ -122,6 +122,13 @@ def test_resume_of_finished_run_is_a_no_op(smoke_run):
     assert (out / "metrics.jsonl").read_text() == before
 
 
+def test_resume_with_other_model_settings_is_refused(smoke_run, tmp_path):
+    cfg, _ = smoke_run
+    changed = cfg.model_copy(update={"gan": cfg.gan.model_copy(update={"z_dim": 32})})
+    with pytest.raises(GenaugError, match="cannot resume"):
+        train_gan(changed, resume=True)
+
+
 def test_non_finite_loss_stops_with_message(tmp_path, monkeypatch):
     import genaug.generators.gan_train as gt
 
