@@ -9,6 +9,7 @@ so a resumed run needs only the weights, optimiser, EMA and step from the checkp
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 from PIL import Image
+from safetensors.torch import load_file, save_file
 from torchvision.utils import make_grid
 
 from genaug.io import append_jsonl, atomic_write_bytes, atomic_write_text, read_jsonl
@@ -27,7 +29,7 @@ _CKPT = re.compile(r"^step_(\d+)$")
 
 @dataclass
 class TrainState:
-    """Counters saved with every checkpoint (accelerate's custom-object protocol)."""
+    """Counters saved as JSON with every checkpoint."""
 
     step: int = 0
     best_fid: float = float("inf")
@@ -70,8 +72,12 @@ def checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, step: int, keep: int = 2) -> Path:
-    """accelerate ``save_state`` into a temp dir, renamed when complete; keeps ``keep``."""
+def save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, step: int, *, extra: dict[str, torch.nn.Module],
+                    state: TrainState, keep: int = 2) -> Path:
+    """accelerate ``save_state`` (models, optimisers) plus ``extra`` modules as
+    safetensors and ``state`` as JSON, into a temp dir renamed when complete; keeps
+    the newest ``keep``. Our own objects are never pickled: accelerate would reload
+    custom objects with ``torch.load(weights_only=False)``."""
     final = ckpt_dir / f"step_{step:07d}"
     tmp = ckpt_dir / f".tmp_step_{step:07d}"
     if accelerator.is_main_process and tmp.exists():
@@ -80,6 +86,9 @@ def save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, step: int, keep: i
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        for name, module in extra.items():
+            save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(tmp / f"{name}.safetensors"))
+        atomic_write_text(tmp / "train_state.json", json.dumps(state.state_dict()))
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -89,20 +98,25 @@ def save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, step: int, keep: i
     return final
 
 
-def resume_latest(accelerator: Accelerator, ckpt_dir: Path) -> int | None:
-    """Load the newest complete checkpoint; returns its step, or None when there is none."""
+def resume_latest(accelerator: Accelerator, ckpt_dir: Path, *, extra: dict[str, torch.nn.Module],
+                  state: TrainState) -> int | None:
+    """Load the newest complete checkpoint into the prepared objects, ``extra`` and
+    ``state``; returns its step, or None when there is none."""
     found = checkpoints(ckpt_dir)
     if not found:
         return None
     step, path = found[-1]
     accelerator.load_state(str(path))
+    for name, module in extra.items():
+        module.load_state_dict(load_file(str(path / f"{name}.safetensors"), device=str(accelerator.device)))
+    state.load_state_dict(json.loads((path / "train_state.json").read_text()))
     return step
 
 
 def truncate_metrics(path: Path, step: int) -> None:
     """Drop rows written after the checkpoint we resume from (they will be redone)."""
     rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
-    atomic_write_text(path, "".join(__import__("json").dumps(r) + "\n" for r in rows))
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def log_metrics(accelerator: Accelerator, path: Path, row: dict) -> None:

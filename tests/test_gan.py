@@ -170,7 +170,10 @@ def test_sigkill_then_resume_has_no_duplicate_or_missing_steps(tmp_path):
     assert steps == list(range(5, 201, 5))
     assert "resumed from step" in done.stdout
     assert json.loads((metrics.parent / "last" / "genaug.json").read_text())["step"] == 200
-    assert not list((metrics.parent / "checkpoints").glob(".tmp*"))
+    ckpts = sorted((metrics.parent / "checkpoints").iterdir())
+    assert [c.name for c in ckpts] == ["step_0000190", "step_0000200"]  # newest two, no temp dirs
+    assert (ckpts[-1] / "ema.safetensors").is_file() and (ckpts[-1] / "train_state.json").is_file()
+    assert not list(ckpts[-1].glob("custom_checkpoint*"))  # nothing of ours is pickled
 
 
 @pytest.mark.slow

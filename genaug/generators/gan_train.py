@@ -186,8 +186,7 @@ def train_gan(cfg: Config, *, resume: bool = False) -> Path:
     judge_dir = cfg.run_dir() / "judge"
     parts = _init(cfg, data, accelerator)
     state = TrainState()
-    accelerator.register_for_checkpointing(parts.ema, state)
-    if resume and (step := resume_latest(accelerator, out / "checkpoints")) is not None:
+    if resume and (step := resume_latest(accelerator, out / "checkpoints", extra={"ema": parts.ema}, state=state)) is not None:
         if accelerator.is_main_process:
             truncate_metrics(out / "metrics.jsonl", step)
             print(f"resumed from step {step}")
@@ -246,4 +245,4 @@ def _after_step(cfg, data, accelerator, parts, state, out, judge_dir, real_u8, r
         bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", loss_g=f"{row['loss_g']:.3f}", img_s=f"{img_s:.0f}",
                         **({"fid": f"{row['fid']:.3g}"} if "fid" in row else {}))
     if step % gc.checkpoint_every == 0 or final:
-        save_checkpoint(accelerator, out / "checkpoints", step)
+        save_checkpoint(accelerator, out / "checkpoints", step, extra={"ema": parts.ema}, state=state)
