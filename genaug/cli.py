@@ -63,6 +63,22 @@ def config_options(fn: Callable) -> Callable:
     return wrapper
 
 
+def summarise_training(out) -> str:
+    """One line on where the weights are and how good ``best/`` is."""
+    import json
+
+    from genaug.io import read_jsonl
+
+    best = json.loads((out / "best" / "genaug.json").read_text())
+    fid = best.get("fidelity") or {}
+    rows = [r for r in read_jsonl(out / "metrics.jsonl") if "fid" in r]
+    acc = next((r["cond_acc"] for r in rows if r["step"] == best["step"]), None)
+    quality = f"FID {fid['fid']:.3g} ({fid['extractor']} features, {fid['n_fake']} vs {fid['n_real']} images)" if fid else ""
+    return (f"done: best/ = step {best['step']} {quality}"
+            + (f", judge accuracy on samples {acc:.3f}" if acc is not None else "")
+            + f"; weights in {out}/best and {out}/last, metrics in {out}/metrics.jsonl")
+
+
 def _not_built(command: str, issue: int) -> None:
     raise NotBuiltError(f"'genaug {command}' is not built yet (tracked in issue #{issue}); nothing was run")
 
@@ -88,7 +104,7 @@ def train_gan_cmd(cfg: Config, resume: bool) -> None:
     from genaug.generators.gan_train import train_gan
 
     out = train_gan(cfg, resume=resume)
-    click.echo(f"done: weights in {out}/best (lowest FID) and {out}/last; metrics in {out}/metrics.jsonl")
+    click.echo(summarise_training(out))
 
 
 @cli.command("train-diffusion")

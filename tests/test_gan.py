@@ -187,3 +187,11 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
     steps = [r["step"] for r in read_jsonl(out / "metrics.jsonl")]
     assert steps == [3, 6]  # rank 0 writes once per step, not once per process
     load_generator(out / "best")
+
+
+def test_cli_train_gan_prints_summary(run_cli, tmp_path):
+    result = run_cli("train-gan", "--config", str(SMOKE), "--set", f"paths.runs_dir={tmp_path}/runs")
+    assert result.exit_code == 0, result.output
+    assert "done: best/ = step" in result.output and "judge features" in result.output
+    again = run_cli("train-gan", "--config", str(SMOKE), "--set", f"paths.runs_dir={tmp_path}/runs")
+    assert again.exit_code == 1 and "--resume" in again.output
