@@ -112,7 +112,10 @@ def train_gan_cmd(cfg: Config, resume: bool) -> None:
 @config_options
 def train_diffusion_cmd(cfg: Config, resume: bool) -> None:
     """Train the class-conditional diffusion model (SPEC §3)."""
-    _not_built("train-diffusion", 4)
+    from genaug.generators.diffusion_train import train_diffusion
+
+    out = train_diffusion(cfg, resume=resume)
+    click.echo(summarise_training(out))
 
 
 @cli.command("sample")

@@ -69,6 +69,7 @@ class DiffusionConfig(Section):
     eval_every: int = Field(1000, ge=1)
     checkpoint_every: int = Field(1000, ge=1)
     fid_samples: int = Field(1000, ge=10)
+    log_every: int = Field(50, ge=1)
     sampler: Literal["ddim", "dpm++"] = "dpm++"
     sample_steps: int = Field(25, ge=1, le=1000)
     guidance_scale: float = Field(2.0, ge=0.0, le=50.0)

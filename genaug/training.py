@@ -22,9 +22,32 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torchvision.utils import make_grid
 
-from genaug.io import append_jsonl, atomic_write_bytes, atomic_write_text, read_jsonl
+from genaug.config import Config
+from genaug.errors import GenaugError
+from genaug.io import append_jsonl, atomic_write_bytes, atomic_write_text, read_jsonl, stable_hash
 
 _CKPT = re.compile(r"^step_(\d+)$")
+
+
+SCHEDULE_KEYS = {"steps", "eval_every", "checkpoint_every", "log_every", "fid_samples"}
+
+
+def model_hash(cfg: Config, section: str) -> str:
+    """Hash of what a resumed run must share with the original: data, seed and every
+    setting of ``section`` except the schedule (steps and eval/log/checkpoint intervals)."""
+    settings = {k: v for k, v in getattr(cfg, section).model_dump(mode="json").items() if k not in SCHEDULE_KEYS}
+    return stable_hash({"data": cfg.data.model_dump(mode="json"), "seed": cfg.seed, section: settings})
+
+
+def check_existing(cfg: Config, out: Path, resume: bool, section: str) -> None:
+    """Refuse to overwrite a run, or to resume one with different model settings."""
+    if not resume and (checkpoints(out / "checkpoints") or (out / "metrics.jsonl").exists()):
+        raise GenaugError(f"{out} already has a training run: pass --resume to continue it, or use another --run")
+    if resume and (out / "train_config.json").is_file():
+        before = json.loads((out / "train_config.json").read_text()).get("model_hash")
+        if before not in (None, model_hash(cfg, section)):
+            raise GenaugError(f"cannot resume {out}: data, seed or {section} settings differ from the run's "
+                              "train_config.json (only steps and eval/log/checkpoint intervals may change)")
 
 
 @dataclass
@@ -72,9 +95,10 @@ def checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, step: int, *, extra: dict[str, torch.nn.Module],
+def save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, step: int, *, extra: dict,
                     state: TrainState, keep: int = 2) -> Path:
-    """accelerate ``save_state`` (models, optimisers) plus ``extra`` modules as
+    """accelerate ``save_state`` (models, optimisers) plus ``extra`` objects (anything
+    with a tensor-only ``state_dict``/``load_state_dict``) as
     safetensors and ``state`` as JSON, into a temp dir renamed when complete; keeps
     the newest ``keep``. Our own objects are never pickled: accelerate would reload
     custom objects with ``torch.load(weights_only=False)``."""
@@ -98,7 +122,7 @@ def save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, step: int, *, extr
     return final
 
 
-def resume_latest(accelerator: Accelerator, ckpt_dir: Path, *, extra: dict[str, torch.nn.Module],
+def resume_latest(accelerator: Accelerator, ckpt_dir: Path, *, extra: dict,
                   state: TrainState) -> int | None:
     """Load the newest complete checkpoint into the prepared objects, ``extra`` and
     ``state``; returns its step, or None when there is none."""

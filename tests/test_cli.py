@@ -88,7 +88,7 @@ def test_value_out_of_range_is_named(run_cli):
     _one_line_error(run_cli("train-gan", "--set", "gan.batch_size=1"), "gan.batch_size")
 
 
-@pytest.mark.parametrize("args", [["train-diffusion"], ["sample"], ["filter"], ["eval-classifier"], ["pipeline"], ["report"],
+@pytest.mark.parametrize("args", [["sample"], ["filter"], ["eval-classifier"], ["pipeline"], ["report"],
                                   ["fid", "a", "b"], ["weights", "list"], ["weights", "import", "inception"]])
 def test_unbuilt_commands_say_so_and_exit_2(run_cli, args):
     result = run_cli(*args)

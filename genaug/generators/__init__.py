@@ -51,6 +51,10 @@ def load_generator(path: str | Path) -> tuple[torch.nn.Module, dict]:
         raise GenaugError(f"not a genaug generator checkpoint (no {META}): {path}")
     meta = json.loads(meta_path.read_text())
     arch = meta.get("architecture")
+    if arch == "diffusers-unet2d":
+        from diffusers import UNet2DModel
+
+        return UNet2DModel.from_pretrained(str(path)).eval(), meta
     if arch not in ARCHITECTURES:
         raise GenaugError(f"{path}: unknown generator architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
     model = ARCHITECTURES[arch](**meta["args"])

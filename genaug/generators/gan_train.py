@@ -25,11 +25,11 @@ from genaug.fidelity import fidelity
 from genaug.generators import save_generator
 from genaug.generators.dcgan import Discriminator, Generator, aux_loss, d_loss, g_loss
 from genaug.generators.diffaugment import diff_augment, parse_policy
-from genaug.io import atomic_write_json, stable_hash
+from genaug.io import atomic_write_json
 from genaug.judge import conditional_accuracy, ensure_judge
 from genaug.runs import config_hash, prepare_run_dir, save_splits
-from genaug.training import (TrainState, checkpoints, log_metrics, make_accelerator, resume_latest, save_checkpoint,
-                             save_grid, step_generator, to_uint8, truncate_metrics)
+from genaug.training import (TrainState, check_existing, checkpoints, log_metrics, make_accelerator, model_hash,
+                             resume_latest, save_checkpoint, save_grid, step_generator, to_uint8, truncate_metrics)
 
 EVAL_SEED = 2024
 
@@ -124,14 +124,6 @@ def _evaluate(cfg: Config, data: LabeledData, ema_G, state: TrainState, out: Pat
     return row
 
 
-def model_hash(cfg: Config) -> str:
-    """Hash of what a resumed run must share with the original: data, seed and every
-    GAN setting except the schedule (steps and eval/log/checkpoint intervals)."""
-    schedule = {"steps", "eval_every", "checkpoint_every", "log_every", "fid_samples"}
-    gan = {k: v for k, v in cfg.gan.model_dump(mode="json").items() if k not in schedule}
-    return stable_hash({"data": cfg.data.model_dump(mode="json"), "seed": cfg.seed, "gan": gan})
-
-
 def _meta(cfg: Config, data: LabeledData, state: TrainState, metrics: dict | None) -> dict:
     return {"kind": "gan", "classes": data.classes, "step": state.step, "fidelity": metrics,
             "config_hash": config_hash(cfg, "data", "gan", "seed"), "config": cfg.model_dump(mode="json")}
@@ -161,23 +153,12 @@ def _init(cfg: Config, data: LabeledData, accelerator) -> GanParts:
     return GanParts(G, D, ema, opt_g, opt_d, parse_policy(gc.diffaugment), gc.aux_weight)
 
 
-def _check_existing(cfg: Config, out: Path, resume: bool) -> None:
-    """Refuse to overwrite a run, or to resume one with different model settings."""
-    if not resume and (checkpoints(out / "checkpoints") or (out / "metrics.jsonl").exists()):
-        raise GenaugError(f"{out} already has a training run: pass --resume to continue it, or use another --run")
-    if resume and (out / "train_config.json").is_file():
-        before = json.loads((out / "train_config.json").read_text()).get("model_hash")
-        if before not in (None, model_hash(cfg)):
-            raise GenaugError(f"cannot resume {out}: data, seed or model settings differ from the run's "
-                              "train_config.json (only steps and eval/log/checkpoint intervals may change)")
-
-
 def train_gan(cfg: Config, *, resume: bool = False) -> Path:
     """Train the conditional DCGAN of ``cfg``; returns ``runs/<run>/gan``."""
     out = cfg.run_dir() / "gan"
     data = load_data(cfg.data)
     accelerator = make_accelerator(out, cfg.gan.mixed_precision)
-    _check_existing(cfg, out, resume)  # read-only, so every rank raises alike
+    check_existing(cfg, out, resume, "gan")  # read-only, so every rank raises alike
     if accelerator.is_main_process:
         prepare_run_dir(cfg)
         save_splits(cfg, data)
@@ -192,7 +173,7 @@ def train_gan(cfg: Config, *, resume: bool = False) -> Path:
             print(f"resumed from step {step}")
     if accelerator.is_main_process:
         atomic_write_json(out / "train_config.json", {"config_hash": config_hash(cfg, "data", "gan", "seed"),
-                                                     "model_hash": model_hash(cfg), "config": cfg.model_dump(mode="json")})
+                                                     "model_hash": model_hash(cfg, "gan"), "config": cfg.model_dump(mode="json")})
     accelerator.init_trackers("gan")
     _loop(cfg, data, accelerator, parts, state, out, judge_dir)
     accelerator.end_training()

@@ -1,0 +1,215 @@
+"""`genaug train-diffusion`: class-conditional diffusion training (SPEC §3).
+
+Epsilon- or v-prediction MSE on diffusers' DDPM forward process; labels are dropped to
+the null class with probability ``diffusion.cfg_dropout`` (classifier-free guidance);
+AdamW with warm-up + cosine (diffusers' schedule); EMA via diffusers' ``EMAModel``.
+``best/`` and ``last/`` are written with ``save_pretrained`` (config.json +
+safetensors) plus ``genaug.json``; sampling for FID uses the configured fast sampler.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DModel
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
+from tqdm import tqdm
+
+from genaug.config import Config
+from genaug.data import LabeledData, load_data
+from genaug.errors import GenaugError
+from genaug.fidelity import fidelity
+from genaug.generators.diffusion import build_unet, noise_scheduler, sample
+from genaug.io import atomic_write_json
+from genaug.judge import conditional_accuracy, ensure_judge
+from genaug.runs import config_hash, prepare_run_dir, save_splits
+from genaug.training import (TrainState, check_existing, checkpoints, log_metrics, make_accelerator, model_hash,
+                             resume_latest, save_checkpoint, save_grid, step_generator, truncate_metrics)
+
+EVAL_SEED = 2024
+
+
+class EMAState:
+    """Adapter giving diffusers' EMAModel a tensor-only state dict (saved as safetensors)."""
+
+    def __init__(self, ema: EMAModel):
+        self.ema = ema
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        out = {f"shadow.{i:05d}": p for i, p in enumerate(self.ema.shadow_params)}
+        return out | {"optimization_step": torch.tensor(self.ema.optimization_step)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for i, p in enumerate(self.ema.shadow_params):
+            p.copy_(state[f"shadow.{i:05d}"])
+        self.ema.optimization_step = int(state["optimization_step"])
+
+
+@dataclass
+class DiffusionParts:
+    unet: torch.nn.Module
+    ema: EMAModel
+    opt: torch.optim.Optimizer
+    lr_sched: object
+    scheduler: object
+
+
+def _init(cfg: Config, data: LabeledData, accelerator) -> DiffusionParts:
+    dc = cfg.diffusion
+    unet = build_unet(dc, num_classes=data.num_classes, channels=data.channels, image_size=data.image_size)
+    opt = torch.optim.AdamW(unet.parameters(), lr=dc.lr, weight_decay=0.0)
+    lr_sched = get_cosine_schedule_with_warmup(opt, num_warmup_steps=dc.warmup_steps, num_training_steps=dc.steps)
+    ema = EMAModel(unet.parameters(), decay=dc.ema_decay, use_ema_warmup=True, power=3 / 4,
+                   model_cls=UNet2DModel, model_config=unet.config)
+    unet, opt, lr_sched = accelerator.prepare(unet, opt, lr_sched)
+    ema.to(accelerator.device)
+    return DiffusionParts(unet, ema, opt, lr_sched, noise_scheduler(dc))
+
+
+def _train_step(parts: DiffusionParts, accelerator, x0: torch.Tensor, y: torch.Tensor, g, dc, null: int) -> dict:
+    """One denoising step on x0 (B, C, H, W) in [-1, 1] with labels y (B,)."""
+    b = x0.shape[0]
+    noise = torch.randn(x0.shape, device=x0.device, generator=g)
+    t = torch.randint(0, parts.scheduler.config.num_train_timesteps, (b,), device=x0.device, generator=g)
+    drop = torch.rand(b, device=x0.device, generator=g) < dc.cfg_dropout
+    y = torch.where(drop, torch.full_like(y, null), y)
+    noisy = parts.scheduler.add_noise(x0, noise, t)
+    target = noise if dc.prediction_type == "epsilon" else parts.scheduler.get_velocity(x0, noise, t)
+    pred = parts.unet(noisy, t, class_labels=y).sample
+    loss = F.mse_loss(pred.float(), target.float())
+    if not torch.isfinite(loss).item():
+        raise GenaugError(f"diffusion loss is {loss.item()}")
+    parts.opt.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    parts.opt.step()
+    parts.lr_sched.step()
+    parts.ema.step(accelerator.unwrap_model(parts.unet).parameters())
+    return {"loss": loss.item(), "lr": parts.lr_sched.get_last_lr()[0]}
+
+
+def ema_unet(parts: DiffusionParts, accelerator) -> UNet2DModel:
+    """A copy of the UNet carrying the EMA weights."""
+    unet = UNet2DModel.from_config(accelerator.unwrap_model(parts.unet).config).to(accelerator.device)
+    parts.ema.copy_to(unet.parameters())
+    return unet.eval()
+
+
+def save_unet(unet: UNet2DModel, out_dir: Path, meta: dict) -> None:
+    """``save_pretrained`` into a temp dir + genaug.json, then rename over ``out_dir``."""
+    import shutil
+
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    unet.save_pretrained(str(tmp))
+    atomic_write_json(tmp / "genaug.json", {"architecture": "diffusers-unet2d", **meta})
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _meta(cfg: Config, data: LabeledData, parts: DiffusionParts, state: TrainState, metrics: dict | None) -> dict:
+    dc = cfg.diffusion
+    return {"kind": "diffusion", "classes": data.classes, "null_class": data.num_classes, "step": state.step,
+            "fidelity": metrics, "scheduler": dict(parts.scheduler.config),
+            "sampling": {"sampler": dc.sampler, "steps": dc.sample_steps, "guidance_scale": dc.guidance_scale},
+            "config_hash": config_hash(cfg, "data", "diffusion", "seed"), "config": cfg.model_dump(mode="json")}
+
+
+def _evaluate(cfg, data, parts, state, out: Path, judge_dir: Path, real: torch.Tensor, unet) -> dict:
+    dc, n, C = cfg.diffusion, cfg.diffusion.fid_samples, data.num_classes
+    labels = torch.arange(n) % C
+    images = sample(unet, dict(parts.scheduler.config), labels, [EVAL_SEED + i for i in range(n)],
+                    sampler=dc.sampler, steps=dc.sample_steps, guidance_scale=dc.guidance_scale)
+    grid_idx = torch.cat([torch.nonzero(labels == c).flatten()[:10] for c in range(C)])
+    save_grid(images[grid_idx], out / "grids" / f"step_{state.step:07d}.png", nrow=min(10, n // C or 1))
+    metrics = fidelity(images, real, judge_dir=judge_dir,
+                       real_cache_name=f"{cfg.run}-train-{config_hash(cfg, 'data', 'judge', 'seed')}",
+                       cache_root=out / "fid_cache")
+    row = {"fid": metrics["fid"], "kid": metrics["kid_mean"], "kid_std": metrics["kid_std"],
+           "cond_acc": conditional_accuracy(images, labels, judge_dir), "fid_extractor": metrics["extractor"],
+           "fid_n_fake": metrics["n_fake"], "fid_n_real": metrics["n_real"]}
+    if metrics["fid"] < state.best_fid:
+        state.best_fid, state.best_step = metrics["fid"], state.step
+        save_unet(unet, out / "best", _meta(cfg, data, parts, state, metrics))
+    return row
+
+
+def train_diffusion(cfg: Config, *, resume: bool = False) -> Path:
+    """Train the class-conditional UNet of ``cfg``; returns ``runs/<run>/diffusion``."""
+    out = cfg.run_dir() / "diffusion"
+    data = load_data(cfg.data)
+    accelerator = make_accelerator(out, cfg.diffusion.mixed_precision)
+    check_existing(cfg, out, resume, "diffusion")
+    if accelerator.is_main_process:
+        prepare_run_dir(cfg)
+        save_splits(cfg, data)
+        ensure_judge(cfg, data)
+    accelerator.wait_for_everyone()
+    parts = _init(cfg, data, accelerator)
+    state = TrainState()
+    extra = {"ema": EMAState(parts.ema)}
+    if resume and (step := resume_latest(accelerator, out / "checkpoints", extra=extra, state=state)) is not None:
+        if accelerator.is_main_process:
+            truncate_metrics(out / "metrics.jsonl", step)
+            print(f"resumed from step {step}")
+    if accelerator.is_main_process:
+        atomic_write_json(out / "train_config.json", {"config_hash": config_hash(cfg, "data", "diffusion", "seed"),
+                                                     "model_hash": model_hash(cfg, "diffusion"),
+                                                     "config": cfg.model_dump(mode="json")})
+    accelerator.init_trackers("diffusion")
+    _loop(cfg, data, accelerator, parts, state, out, extra)
+    accelerator.end_training()
+    return out
+
+
+def _loop(cfg: Config, data: LabeledData, accelerator, parts: DiffusionParts, state: TrainState, out: Path, extra) -> None:
+    dc = cfg.diffusion
+    world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
+    per_proc = max(1, dc.batch_size // world)
+    images = torch.from_numpy(data.splits["train"].images).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W) uint8
+    labels = torch.from_numpy(data.splits["train"].labels)
+    bar = tqdm(total=dc.steps, initial=state.step, desc="train-diffusion", unit="step", disable=not accelerator.is_main_process)
+    t0, seen = time.perf_counter(), 0
+    while state.step < dc.steps:
+        g_cpu = step_generator(cfg.seed, state.step, 0, torch.device("cpu"))
+        idx = torch.randint(0, len(labels), (per_proc * world,), generator=g_cpu)[rank * per_proc : (rank + 1) * per_proc]
+        x0 = images[idx].to(device).float().div(127.5).sub(1)
+        parts.unet.train()
+        try:
+            row = _train_step(parts, accelerator, x0, labels[idx].to(device), step_generator(cfg.seed, state.step, rank, device, 1),
+                              dc, data.num_classes)
+        except GenaugError as exc:
+            last = checkpoints(out / "checkpoints")
+            where = f"the last good checkpoint is {last[-1][1]}" if last else "no checkpoint was written yet"
+            raise GenaugError(f"training stopped at step {state.step}: {exc}; {where} (lower the learning rate, then --resume)") from None
+        state.step += 1
+        seen += per_proc * world
+        bar.update(1)
+        _after_step(cfg, data, accelerator, parts, state, out, extra, row, seen / (time.perf_counter() - t0), bar)
+    bar.close()
+
+
+def _after_step(cfg, data, accelerator, parts, state, out, extra, row, img_s, bar) -> None:
+    dc, step = cfg.diffusion, state.step
+    final = step == dc.steps
+    is_eval = step % dc.eval_every == 0 or final
+    if is_eval:
+        if accelerator.is_main_process:
+            unet = ema_unet(parts, accelerator)
+            real = torch.from_numpy(data.splits["train"].images).permute(0, 3, 1, 2)
+            row |= _evaluate(cfg, data, parts, state, out, cfg.run_dir() / "judge", real, unet)
+            save_unet(unet, out / "last", _meta(cfg, data, parts, state, None))
+        accelerator.wait_for_everyone()
+    if step % dc.log_every == 0 or is_eval:
+        row = {"step": step, **row, "img_per_s": round(img_s, 1)}
+        log_metrics(accelerator, out / "metrics.jsonl", row)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{img_s:.0f}", **({"fid": f"{row['fid']:.3g}"} if "fid" in row else {}))
+    if step % dc.checkpoint_every == 0 or final:
+        save_checkpoint(accelerator, out / "checkpoints", step, extra=extra, state=state)
