@@ -162,3 +162,25 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
+
+
+class NonFiniteLoss(GenaugError):
+    """A loss became NaN or inf."""
+
+
+def check_finite(loss: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(loss).item():
+        raise NonFiniteLoss(f"{what} loss is {loss.item()}")
+
+
+def stopped_error(out: Path, step: int, exc: Exception) -> GenaugError:
+    """The message for a run stopped by a non-finite loss, naming the last good checkpoint."""
+    last = checkpoints(out / "checkpoints")
+    where = f"the last good checkpoint is {last[-1][1]}" if last else "no checkpoint was written yet"
+    return GenaugError(f"training stopped at step {step}: {exc}; {where} (lower the learning rate, then --resume)")
+
+
+def batch_indices(seed: int, step: int, n: int, per_proc: int, world: int, rank: int) -> torch.Tensor:
+    """This rank's slice of step ``step``'s global batch (drawn with replacement from n)."""
+    g = step_generator(seed, step, 0, torch.device("cpu"))
+    return torch.randint(0, n, (per_proc * world,), generator=g)[rank * per_proc : (rank + 1) * per_proc]

@@ -51,3 +51,21 @@ def run_cli():
 def _isolated_cache(tmp_path, monkeypatch):
     """Never read or write the user's real cache from tests."""
     monkeypatch.setenv("GENAUG_CACHE", str(tmp_path / "cache"))
+
+
+def kill_after(args: list[str], marker: Path, timeout: float = 240) -> None:
+    """Start ``python -m genaug ARGS``, SIGKILL it as soon as ``marker`` exists, and
+    check it really was still running (so the kill interrupted it)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "genaug", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + timeout
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), proc.communicate()[0].decode()[-2000:]
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

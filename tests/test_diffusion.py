@@ -1,8 +1,6 @@
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -12,9 +10,11 @@ from diffusers import UNet2DModel
 from genaug.config import load_config
 from genaug.errors import ConfigError
 from genaug.generators import load_generator
-from genaug.generators.diffusion import build_unet, noise_scheduler, sample
+from genaug.generators.diffusion import build_unet, sample
 from genaug.generators.diffusion_train import train_diffusion
 from genaug.io import read_jsonl
+
+from conftest import kill_after
 
 ROOT = Path(__file__).parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -77,15 +77,8 @@ def test_sigkill_then_resume_diffusion(tmp_path):
     common = ["train-diffusion", "--config", str(SMOKE), "--set", f"paths.runs_dir={tmp_path}/runs",
               "--set", "diffusion.steps=120", "--set", "diffusion.checkpoint_every=10", "--set", "diffusion.log_every=5",
               "--set", "diffusion.eval_every=60"]
-    proc = subprocess.Popen([sys.executable, "-m", "genaug", *common], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     ckpt = tmp_path / "runs" / "smoke" / "diffusion" / "checkpoints" / "step_0000010"
-    deadline = time.time() + 240
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert ckpt.exists(), proc.communicate()[0].decode()[-2000:]
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after(common, ckpt)
     done = subprocess.run([sys.executable, "-m", "genaug", *common, "--resume"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "resumed from step" in done.stdout

@@ -1,9 +1,7 @@
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,8 @@ from genaug.generators.dcgan import Discriminator, Generator, factor_size
 from genaug.generators.diffaugment import diff_augment, parse_policy
 from genaug.generators.gan_train import generate, train_gan
 from genaug.io import read_jsonl
+
+from conftest import kill_after
 
 ROOT = Path(__file__).parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -146,23 +146,12 @@ def test_non_finite_loss_stops_with_message(tmp_path, monkeypatch):
         train_gan(cfg)
 
 
-def _cli(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "genaug", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
-
-
 def test_sigkill_then_resume_has_no_duplicate_or_missing_steps(tmp_path):
     common = ["train-gan", "--config", str(SMOKE), "--set", f"paths.runs_dir={tmp_path}/runs",
               "--set", "gan.steps=200", "--set", "gan.checkpoint_every=10", "--set", "gan.log_every=5",
               "--set", "gan.eval_every=100"]
-    proc = _cli(*common)
     ckpt = tmp_path / "runs" / "smoke" / "gan" / "checkpoints" / "step_0000010"
-    deadline = time.time() + 240
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert ckpt.exists(), proc.communicate()[0].decode()[-2000:]
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after(common, ckpt)
     metrics = tmp_path / "runs" / "smoke" / "gan" / "metrics.jsonl"
     done = subprocess.run([sys.executable, "-m", "genaug", *common, "--resume"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

@@ -22,14 +22,14 @@ from tqdm import tqdm
 
 from genaug.config import Config
 from genaug.data import LabeledData, load_data
-from genaug.errors import GenaugError
 from genaug.fidelity import fidelity
 from genaug.generators.diffusion import build_unet, noise_scheduler, sample
 from genaug.io import atomic_write_json
 from genaug.judge import conditional_accuracy, ensure_judge
 from genaug.runs import config_hash, prepare_run_dir, save_splits
-from genaug.training import (TrainState, check_existing, checkpoints, log_metrics, make_accelerator, model_hash,
-                             resume_latest, save_checkpoint, save_grid, step_generator, truncate_metrics)
+from genaug.training import (NonFiniteLoss, TrainState, check_existing, check_finite, batch_indices, log_metrics,
+                             make_accelerator, model_hash, resume_latest, save_checkpoint, save_grid, step_generator,
+                             stopped_error, truncate_metrics)
 
 EVAL_SEED = 2024
 
@@ -82,8 +82,7 @@ def _train_step(parts: DiffusionParts, accelerator, x0: torch.Tensor, y: torch.T
     target = noise if dc.prediction_type == "epsilon" else parts.scheduler.get_velocity(x0, noise, t)
     pred = parts.unet(noisy, t, class_labels=y).sample
     loss = F.mse_loss(pred.float(), target.float())
-    if not torch.isfinite(loss).item():
-        raise GenaugError(f"diffusion loss is {loss.item()}")
+    check_finite(loss, "diffusion")
     parts.opt.zero_grad(set_to_none=True)
     accelerator.backward(loss)
     parts.opt.step()
@@ -178,17 +177,14 @@ def _loop(cfg: Config, data: LabeledData, accelerator, parts: DiffusionParts, st
     bar = tqdm(total=dc.steps, initial=state.step, desc="train-diffusion", unit="step", disable=not accelerator.is_main_process)
     t0, seen = time.perf_counter(), 0
     while state.step < dc.steps:
-        g_cpu = step_generator(cfg.seed, state.step, 0, torch.device("cpu"))
-        idx = torch.randint(0, len(labels), (per_proc * world,), generator=g_cpu)[rank * per_proc : (rank + 1) * per_proc]
+        idx = batch_indices(cfg.seed, state.step, len(labels), per_proc, world, rank)
         x0 = images[idx].to(device).float().div(127.5).sub(1)
         parts.unet.train()
         try:
             row = _train_step(parts, accelerator, x0, labels[idx].to(device), step_generator(cfg.seed, state.step, rank, device, 1),
                               dc, data.num_classes)
-        except GenaugError as exc:
-            last = checkpoints(out / "checkpoints")
-            where = f"the last good checkpoint is {last[-1][1]}" if last else "no checkpoint was written yet"
-            raise GenaugError(f"training stopped at step {state.step}: {exc}; {where} (lower the learning rate, then --resume)") from None
+        except NonFiniteLoss as exc:
+            raise stopped_error(out, state.step, exc) from None
         state.step += 1
         seen += per_proc * world
         bar.update(1)

@@ -7,20 +7,16 @@ updates ``best/``.
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from genaug.config import Config
 from genaug.data import LabeledData, load_data
-from genaug.errors import GenaugError
 from genaug.fidelity import fidelity
 from genaug.generators import save_generator
 from genaug.generators.dcgan import Discriminator, Generator, aux_loss, d_loss, g_loss
@@ -28,8 +24,9 @@ from genaug.generators.diffaugment import diff_augment, parse_policy
 from genaug.io import atomic_write_json
 from genaug.judge import conditional_accuracy, ensure_judge
 from genaug.runs import config_hash, prepare_run_dir, save_splits
-from genaug.training import (TrainState, check_existing, checkpoints, log_metrics, make_accelerator, model_hash,
-                             resume_latest, save_checkpoint, save_grid, step_generator, to_uint8, truncate_metrics)
+from genaug.training import (NonFiniteLoss, TrainState, batch_indices, check_existing, check_finite, log_metrics,
+                             make_accelerator, model_hash, resume_latest, save_checkpoint, save_grid, step_generator,
+                             stopped_error, to_uint8, truncate_metrics)
 
 EVAL_SEED = 2024
 
@@ -63,7 +60,7 @@ def _d_step(parts: GanParts, accelerator, real: torch.Tensor, y: torch.Tensor, z
     loss = d_loss(loss_kind, real_logits, fake_logits)
     if parts.aux_weight:
         loss = loss + parts.aux_weight * aux_loss(class_logits[: len(y)], y)  # real images only
-    _check_finite(loss, "discriminator")
+    check_finite(loss, "discriminator")
     parts.opt_d.zero_grad(set_to_none=True)
     accelerator.backward(loss)
     parts.opt_d.step()
@@ -76,21 +73,12 @@ def _g_step(parts: GanParts, accelerator, y: torch.Tensor, z: torch.Tensor, g, l
     loss = g_loss(loss_kind, logits.float())
     if parts.aux_weight:
         loss = loss + parts.aux_weight * aux_loss(class_logits, y)
-    _check_finite(loss, "generator")
+    check_finite(loss, "generator")
     parts.opt_g.zero_grad(set_to_none=True)
     accelerator.backward(loss)
     parts.opt_g.step()
     parts.ema.update_parameters(accelerator.unwrap_model(parts.G))
     return {"loss_g": loss.item()}
-
-
-class NonFiniteLoss(GenaugError):
-    pass
-
-
-def _check_finite(loss: torch.Tensor, which: str) -> None:
-    if not torch.isfinite(loss).item():
-        raise NonFiniteLoss(f"{which} loss is {loss.item()}")
 
 
 @torch.no_grad()
@@ -191,8 +179,7 @@ def _loop(cfg: Config, data: LabeledData, accelerator, parts: GanParts, state: T
     bar = tqdm(total=gc.steps, initial=state.step, desc="train-gan", unit="step", disable=not accelerator.is_main_process)
     t0, seen = time.perf_counter(), 0
     while state.step < gc.steps:
-        g_cpu = step_generator(cfg.seed, state.step, 0, torch.device("cpu"))
-        idx = torch.randint(0, len(labels), (per_proc * world,), generator=g_cpu)[rank * per_proc : (rank + 1) * per_proc]
+        idx = batch_indices(cfg.seed, state.step, len(labels), per_proc, world, rank)
         real = images[idx].to(device).float().div(127.5).sub(1)
         y = labels[idx].to(device)
         g = step_generator(cfg.seed, state.step, rank, device, stream=1)
@@ -201,9 +188,7 @@ def _loop(cfg: Config, data: LabeledData, accelerator, parts: GanParts, state: T
             row = _d_step(parts, accelerator, real, y, torch.randn(per_proc, gc.z_dim, device=device, generator=g), g, gc.loss)
             row |= _g_step(parts, accelerator, y, torch.randn(per_proc, gc.z_dim, device=device, generator=g), g, gc.loss)
         except NonFiniteLoss as exc:
-            last = checkpoints(out / "checkpoints")
-            where = f"the last good checkpoint is {last[-1][1]}" if last else "no checkpoint was written yet"
-            raise GenaugError(f"training stopped at step {state.step}: {exc}; {where} (lower the learning rate, then --resume)") from None
+            raise stopped_error(out, state.step, exc) from None
         state.step += 1
         seen += per_proc * world
         bar.update(1)
