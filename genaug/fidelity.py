@@ -144,3 +144,31 @@ def fidelity(
     if prc:
         out.update(precision=float(metrics["precision"]), recall=float(metrics["recall"]))
     return out
+
+
+def load_image_set(spec: str, *, max_images: int | None, seed: int = 0, data_root: str | None = None) -> tuple[torch.Tensor, str]:
+    """``NAME[:SPLIT]`` (a built-in source, default split train), ``noise[:N]`` (uniform
+    noise, 28x28 grayscale), or an ImageFolder path (every image) -> uint8 (N, C, H, W)."""
+    import numpy as np
+
+    from genaug.config import DataConfig
+    from genaug.data import SOURCES, load_data
+
+    name, _, split = spec.partition(":")
+    if name == "noise":
+        n = int(split or max_images or 1000)
+        g = torch.Generator().manual_seed(seed)
+        return torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g), f"noise ({n} images)"
+    if name in SOURCES or (":" in spec and not Path(spec).exists()):
+        data = load_data(DataConfig(source=name, root=data_root))
+        split = split or "train"
+        if split not in data.splits:
+            raise GenaugError(f"unknown split '{split}' in {spec!r} (train, val or test)")
+        images = data.splits[split].images
+    else:
+        data = load_data(DataConfig(source=spec, val_fraction=0.0, test_fraction=0.0))
+        images, split = data.splits["train"].images, "all"
+    if max_images is not None and len(images) > max_images:
+        keep = np.sort(np.random.default_rng(seed).permutation(len(images))[:max_images])
+        images = images[keep]
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2), f"{name}:{split} ({len(images)} images)"

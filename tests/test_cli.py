@@ -89,7 +89,7 @@ def test_value_out_of_range_is_named(run_cli):
 
 
 @pytest.mark.parametrize("args", [["sample"], ["filter"], ["eval-classifier"], ["pipeline"], ["report"],
-                                  ["fid", "a", "b"], ["weights", "import", "efficientnet-lite0"]])
+                                  ["weights", "import", "efficientnet-lite0"]])
 def test_unbuilt_commands_say_so_and_exit_2(run_cli, args):
     result = run_cli(*args)
     assert result.exit_code == 2

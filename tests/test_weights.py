@@ -29,3 +29,16 @@ def test_weights_import_and_list_cli(run_cli):
     assert "present" in run_cli("weights", "list").output
     state = torch.load(path, weights_only=True)
     assert state["Conv2d_1a_3x3.bn.weight"].eq(1).all()
+
+
+def test_fid_cli_real_digits_are_closer_than_noise(run_cli):
+    assert run_cli("weights", "import", "inception").exit_code == 0
+    near = run_cli("fid", "mnist5k:train", "mnist5k:test", "--max-images", "40")
+    far = run_cli("fid", "mnist5k:test", "noise:40", "--max-images", "40")
+    assert near.exit_code == 0 and far.exit_code == 0, near.output + far.output
+    assert "extractor: inception-v3-compat" in near.output and "(40 images)" in near.output
+
+    def fid(out: str) -> float:
+        return float(out.split("FID ")[1].split()[0])
+
+    assert fid(near.output) * 2 < fid(far.output)
