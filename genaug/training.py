@@ -184,3 +184,25 @@ def batch_indices(seed: int, step: int, n: int, per_proc: int, world: int, rank:
     """This rank's slice of step ``step``'s global batch (drawn with replacement from n)."""
     g = step_generator(seed, step, 0, torch.device("cpu"))
     return torch.randint(0, n, (per_proc * world,), generator=g)[rank * per_proc : (rank + 1) * per_proc]
+
+
+def score_samples(cfg: Config, images: torch.Tensor, labels: torch.Tensor, real: torch.Tensor, *, step: int, out: Path,
+                  extractor: str = "judge") -> tuple[dict, dict]:
+    """Training-time evaluation shared by the generator trainers: a grid (10 per class,
+    one row per class), FID/KID against the real training split, and the judge's
+    conditional accuracy. Returns (metrics row, torch-fidelity summary)."""
+    from genaug.fidelity import fidelity
+    from genaug.judge import conditional_accuracy
+    from genaug.runs import config_hash
+
+    judge_dir = cfg.run_dir() / "judge"
+    classes = int(labels.max()) + 1
+    grid_idx = torch.cat([torch.nonzero(labels == c).flatten()[:10] for c in range(classes)])
+    save_grid(images[grid_idx], out / "grids" / f"step_{step:07d}.png", nrow=min(10, len(labels) // classes or 1))
+    metrics = fidelity(images, real, extractor=extractor, judge_dir=judge_dir,
+                       real_cache_name=f"{cfg.run}-train-{config_hash(cfg, 'data', 'judge', 'seed')}",
+                       cache_root=out / "fid_cache")
+    row = {"fid": metrics["fid"], "kid": metrics["kid_mean"], "kid_std": metrics["kid_std"],
+           "cond_acc": conditional_accuracy(images, labels, judge_dir), "fid_extractor": metrics["extractor"],
+           "fid_n_fake": metrics["n_fake"], "fid_n_real": metrics["n_real"]}
+    return row, metrics

@@ -22,14 +22,13 @@ from tqdm import tqdm
 
 from genaug.config import Config
 from genaug.data import LabeledData, load_data
-from genaug.fidelity import fidelity
 from genaug.generators.diffusion import build_unet, noise_scheduler, sample
 from genaug.io import atomic_write_json
-from genaug.judge import conditional_accuracy, ensure_judge
+from genaug.judge import ensure_judge
 from genaug.runs import config_hash, prepare_run_dir, save_splits
 from genaug.training import (NonFiniteLoss, TrainState, check_existing, check_finite, batch_indices, log_metrics,
-                             make_accelerator, model_hash, resume_latest, save_checkpoint, save_grid, step_generator,
-                             stopped_error, truncate_metrics)
+                             make_accelerator, model_hash, resume_latest, save_checkpoint, score_samples,
+                             step_generator, stopped_error, truncate_metrics)
 
 EVAL_SEED = 2024
 
@@ -121,19 +120,13 @@ def _meta(cfg: Config, data: LabeledData, parts: DiffusionParts, state: TrainSta
             "config_hash": config_hash(cfg, "data", "diffusion", "seed"), "config": cfg.model_dump(mode="json")}
 
 
-def _evaluate(cfg, data, parts, state, out: Path, judge_dir: Path, real: torch.Tensor, unet) -> dict:
-    dc, n, C = cfg.diffusion, cfg.diffusion.fid_samples, data.num_classes
-    labels = torch.arange(n) % C
-    images = sample(unet, dict(parts.scheduler.config), labels, [EVAL_SEED + i for i in range(n)],
+def _evaluate(cfg, data, parts, state, out: Path, real: torch.Tensor, unet) -> dict:
+    """Grid + FID/KID of the EMA UNet's samples against the real training split; updates best/."""
+    dc = cfg.diffusion
+    labels = torch.arange(dc.fid_samples) % data.num_classes
+    images = sample(unet, dict(parts.scheduler.config), labels, [EVAL_SEED + i for i in range(len(labels))],
                     sampler=dc.sampler, steps=dc.sample_steps, guidance_scale=dc.guidance_scale)
-    grid_idx = torch.cat([torch.nonzero(labels == c).flatten()[:10] for c in range(C)])
-    save_grid(images[grid_idx], out / "grids" / f"step_{state.step:07d}.png", nrow=min(10, n // C or 1))
-    metrics = fidelity(images, real, judge_dir=judge_dir,
-                       real_cache_name=f"{cfg.run}-train-{config_hash(cfg, 'data', 'judge', 'seed')}",
-                       cache_root=out / "fid_cache")
-    row = {"fid": metrics["fid"], "kid": metrics["kid_mean"], "kid_std": metrics["kid_std"],
-           "cond_acc": conditional_accuracy(images, labels, judge_dir), "fid_extractor": metrics["extractor"],
-           "fid_n_fake": metrics["n_fake"], "fid_n_real": metrics["n_real"]}
+    row, metrics = score_samples(cfg, images, labels, real, step=state.step, out=out)
     if metrics["fid"] < state.best_fid:
         state.best_fid, state.best_step = metrics["fid"], state.step
         save_unet(unet, out / "best", _meta(cfg, data, parts, state, metrics))
@@ -200,7 +193,7 @@ def _after_step(cfg, data, accelerator, parts, state, out, extra, row, img_s, ba
         if accelerator.is_main_process:
             unet = ema_unet(parts, accelerator)
             real = torch.from_numpy(data.splits["train"].images).permute(0, 3, 1, 2)
-            row |= _evaluate(cfg, data, parts, state, out, cfg.run_dir() / "judge", real, unet)
+            row |= _evaluate(cfg, data, parts, state, out, real, unet)
             save_unet(unet, out / "last", _meta(cfg, data, parts, state, None))
         accelerator.wait_for_everyone()
     if step % dc.log_every == 0 or is_eval:

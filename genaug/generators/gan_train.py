@@ -17,16 +17,15 @@ from tqdm import tqdm
 
 from genaug.config import Config
 from genaug.data import LabeledData, load_data
-from genaug.fidelity import fidelity
 from genaug.generators import save_generator
 from genaug.generators.dcgan import Discriminator, Generator, aux_loss, d_loss, g_loss
 from genaug.generators.diffaugment import diff_augment, parse_policy
 from genaug.io import atomic_write_json
-from genaug.judge import conditional_accuracy, ensure_judge
+from genaug.judge import ensure_judge
 from genaug.runs import config_hash, prepare_run_dir, save_splits
 from genaug.training import (NonFiniteLoss, TrainState, batch_indices, check_existing, check_finite, log_metrics,
-                             make_accelerator, model_hash, resume_latest, save_checkpoint, save_grid, step_generator,
-                             stopped_error, to_uint8, truncate_metrics)
+                             make_accelerator, model_hash, resume_latest, save_checkpoint, score_samples,
+                             step_generator, stopped_error, to_uint8, truncate_metrics)
 
 EVAL_SEED = 2024
 
@@ -93,19 +92,11 @@ def generate(G: torch.nn.Module, labels: torch.Tensor, seeds: list[int], z_dim: 
     return torch.cat(out)
 
 
-def _evaluate(cfg: Config, data: LabeledData, ema_G, state: TrainState, out: Path, judge_dir: Path, real: torch.Tensor) -> dict:
+def _evaluate(cfg: Config, data: LabeledData, ema_G, state: TrainState, out: Path, real: torch.Tensor) -> dict:
     """Grid + FID/KID of the EMA generator against the real training split; updates best/."""
-    n, C = cfg.gan.fid_samples, data.num_classes
-    labels = torch.arange(n) % C
-    images = generate(ema_G, labels, [EVAL_SEED + i for i in range(n)], cfg.gan.z_dim)
-    grid_idx = torch.cat([torch.nonzero(labels == c).flatten()[:10] for c in range(C)])
-    save_grid(images[grid_idx], out / "grids" / f"step_{state.step:07d}.png", nrow=min(10, n // C or 1))
-    metrics = fidelity(images, real, extractor=cfg.gan.fid_extractor, judge_dir=judge_dir,
-                       real_cache_name=f"{cfg.run}-train-{config_hash(cfg, 'data', 'judge', 'seed')}",
-                       cache_root=out / "fid_cache")
-    row = {"fid": metrics["fid"], "kid": metrics["kid_mean"], "kid_std": metrics["kid_std"],
-           "cond_acc": conditional_accuracy(images, labels, judge_dir),
-           "fid_extractor": metrics["extractor"], "fid_n_fake": metrics["n_fake"], "fid_n_real": metrics["n_real"]}
+    labels = torch.arange(cfg.gan.fid_samples) % data.num_classes
+    images = generate(ema_G, labels, [EVAL_SEED + i for i in range(len(labels))], cfg.gan.z_dim)
+    row, metrics = score_samples(cfg, images, labels, real, step=state.step, out=out, extractor=cfg.gan.fid_extractor)
     if metrics["fid"] < state.best_fid:
         state.best_fid, state.best_step = metrics["fid"], state.step
         save_generator(ema_G, out / "best", architecture="dcgan", meta=_meta(cfg, data, state, metrics))
@@ -152,7 +143,6 @@ def train_gan(cfg: Config, *, resume: bool = False) -> Path:
         save_splits(cfg, data)
         ensure_judge(cfg, data)
     accelerator.wait_for_everyone()
-    judge_dir = cfg.run_dir() / "judge"
     parts = _init(cfg, data, accelerator)
     state = TrainState()
     if resume and (step := resume_latest(accelerator, out / "checkpoints", extra={"ema": parts.ema}, state=state)) is not None:
@@ -163,12 +153,12 @@ def train_gan(cfg: Config, *, resume: bool = False) -> Path:
         atomic_write_json(out / "train_config.json", {"config_hash": config_hash(cfg, "data", "gan", "seed"),
                                                      "model_hash": model_hash(cfg, "gan"), "config": cfg.model_dump(mode="json")})
     accelerator.init_trackers("gan")
-    _loop(cfg, data, accelerator, parts, state, out, judge_dir)
+    _loop(cfg, data, accelerator, parts, state, out)
     accelerator.end_training()
     return out
 
 
-def _loop(cfg: Config, data: LabeledData, accelerator, parts: GanParts, state: TrainState, out: Path, judge_dir: Path) -> None:
+def _loop(cfg: Config, data: LabeledData, accelerator, parts: GanParts, state: TrainState, out: Path) -> None:
     gc = cfg.gan
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     per_proc = max(1, gc.batch_size // world)
@@ -192,17 +182,17 @@ def _loop(cfg: Config, data: LabeledData, accelerator, parts: GanParts, state: T
         state.step += 1
         seen += per_proc * world
         bar.update(1)
-        _after_step(cfg, data, accelerator, parts, state, out, judge_dir, real_u8, row, seen / (time.perf_counter() - t0), bar)
+        _after_step(cfg, data, accelerator, parts, state, out, real_u8, row, seen / (time.perf_counter() - t0), bar)
     bar.close()
 
 
-def _after_step(cfg, data, accelerator, parts, state, out, judge_dir, real_u8, row, img_s, bar) -> None:
+def _after_step(cfg, data, accelerator, parts, state, out, real_u8, row, img_s, bar) -> None:
     gc, step = cfg.gan, state.step
     final = step == gc.steps
     is_eval, is_log = step % gc.eval_every == 0 or final, step % gc.log_every == 0 or final
     if is_eval:
         if accelerator.is_main_process:
-            row |= _evaluate(cfg, data, parts.ema.module, state, out, judge_dir, real_u8)
+            row |= _evaluate(cfg, data, parts.ema.module, state, out, real_u8)
             save_generator(parts.ema.module, out / "last", architecture="dcgan", meta=_meta(cfg, data, state, None))
         accelerator.wait_for_everyone()
     if is_log or is_eval:
