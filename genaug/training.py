@@ -12,8 +12,10 @@ import io
 import json
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from accelerate import Accelerator
@@ -21,6 +23,7 @@ from accelerate.utils import ProjectConfiguration
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from torchvision.utils import make_grid
+from tqdm import tqdm
 
 from genaug.config import Config
 from genaug.errors import GenaugError
@@ -101,7 +104,7 @@ def save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, step: int, *, extr
     with a tensor-only ``state_dict``/``load_state_dict``) as
     safetensors and ``state`` as JSON, into a temp dir renamed when complete; keeps
     the newest ``keep``. Our own objects are never pickled: accelerate would reload
-    custom objects with ``torch.load(weights_only=False)``."""
+    custom objects as full pickles, which can run code."""
     final = ckpt_dir / f"step_{step:07d}"
     tmp = ckpt_dir / f".tmp_step_{step:07d}"
     if accelerator.is_main_process and tmp.exists():
@@ -206,3 +209,22 @@ def score_samples(cfg: Config, images: torch.Tensor, labels: torch.Tensor, real:
            "cond_acc": conditional_accuracy(images, labels, judge_dir), "fid_extractor": metrics["extractor"],
            "fid_n_fake": metrics["n_fake"], "fid_n_real": metrics["n_real"]}
     return row, metrics
+
+
+def run_steps(accelerator: Accelerator, state: TrainState, *, total: int, desc: str, out: Path,
+              step_fn: Callable[[int], tuple[dict, int]], after_fn: Callable[[dict, float, tqdm], None]) -> None:
+    """The loop both trainers share: ``step_fn(step) -> (metrics row, images seen)``
+    does one optimisation step; ``after_fn(row, images/s, bar)`` logs, evaluates and
+    checkpoints. A non-finite loss stops the run naming the last good checkpoint."""
+    bar = tqdm(total=total, initial=state.step, desc=desc, unit="step", disable=not accelerator.is_main_process)
+    t0, seen = time.perf_counter(), 0
+    while state.step < total:
+        try:
+            row, n = step_fn(state.step)
+        except NonFiniteLoss as exc:
+            raise stopped_error(out, state.step, exc) from None
+        state.step += 1
+        seen += n
+        bar.update(1)
+        after_fn(row, seen / (time.perf_counter() - t0), bar)
+    bar.close()

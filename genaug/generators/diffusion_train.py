@@ -9,7 +9,6 @@ safetensors) plus ``genaug.json``; sampling for FID uses the configured fast sam
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,6 @@ import torch.nn.functional as F
 from diffusers import UNet2DModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
-from tqdm import tqdm
 
 from genaug.config import Config
 from genaug.data import LabeledData, load_data
@@ -26,9 +24,9 @@ from genaug.generators.diffusion import build_unet, noise_scheduler, sample
 from genaug.io import atomic_write_json
 from genaug.judge import ensure_judge
 from genaug.runs import config_hash, prepare_run_dir, save_splits
-from genaug.training import (NonFiniteLoss, TrainState, check_existing, check_finite, batch_indices, log_metrics,
-                             make_accelerator, model_hash, resume_latest, save_checkpoint, score_samples,
-                             step_generator, stopped_error, truncate_metrics)
+from genaug.training import (TrainState, batch_indices, check_existing, check_finite, log_metrics, make_accelerator,
+                             model_hash, resume_latest, run_steps, save_checkpoint, score_samples, step_generator,
+                             truncate_metrics)
 
 EVAL_SEED = 2024
 
@@ -167,22 +165,15 @@ def _loop(cfg: Config, data: LabeledData, accelerator, parts: DiffusionParts, st
     per_proc = max(1, dc.batch_size // world)
     images = torch.from_numpy(data.splits["train"].images).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W) uint8
     labels = torch.from_numpy(data.splits["train"].labels)
-    bar = tqdm(total=dc.steps, initial=state.step, desc="train-diffusion", unit="step", disable=not accelerator.is_main_process)
-    t0, seen = time.perf_counter(), 0
-    while state.step < dc.steps:
-        idx = batch_indices(cfg.seed, state.step, len(labels), per_proc, world, rank)
+    def step_fn(step: int) -> tuple[dict, int]:
+        idx = batch_indices(cfg.seed, step, len(labels), per_proc, world, rank)
         x0 = images[idx].to(device).float().div(127.5).sub(1)
         parts.unet.train()
-        try:
-            row = _train_step(parts, accelerator, x0, labels[idx].to(device), step_generator(cfg.seed, state.step, rank, device, 1),
-                              dc, data.num_classes)
-        except NonFiniteLoss as exc:
-            raise stopped_error(out, state.step, exc) from None
-        state.step += 1
-        seen += per_proc * world
-        bar.update(1)
-        _after_step(cfg, data, accelerator, parts, state, out, extra, row, seen / (time.perf_counter() - t0), bar)
-    bar.close()
+        g = step_generator(cfg.seed, step, rank, device, stream=1)
+        return _train_step(parts, accelerator, x0, labels[idx].to(device), g, dc, data.num_classes), per_proc * world
+
+    run_steps(accelerator, state, total=dc.steps, desc="train-diffusion", out=out, step_fn=step_fn,
+              after_fn=lambda row, img_s, bar: _after_step(cfg, data, accelerator, parts, state, out, extra, row, img_s, bar))
 
 
 def _after_step(cfg, data, accelerator, parts, state, out, extra, row, img_s, bar) -> None:

@@ -7,13 +7,11 @@ updates ``best/``.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.optim.swa_utils import AveragedModel
-from tqdm import tqdm
 
 from genaug.config import Config
 from genaug.data import LabeledData, load_data
@@ -23,9 +21,9 @@ from genaug.generators.diffaugment import diff_augment, parse_policy
 from genaug.io import atomic_write_json
 from genaug.judge import ensure_judge
 from genaug.runs import config_hash, prepare_run_dir, save_splits
-from genaug.training import (NonFiniteLoss, TrainState, batch_indices, check_existing, check_finite, log_metrics,
-                             make_accelerator, model_hash, resume_latest, save_checkpoint, score_samples,
-                             step_generator, stopped_error, to_uint8, truncate_metrics)
+from genaug.training import (TrainState, batch_indices, check_existing, check_finite, log_metrics, make_accelerator,
+                             model_hash, resume_latest, run_steps, save_checkpoint, score_samples, step_generator,
+                             to_uint8, truncate_metrics)
 
 EVAL_SEED = 2024
 
@@ -166,24 +164,19 @@ def _loop(cfg: Config, data: LabeledData, accelerator, parts: GanParts, state: T
     images = torch.from_numpy(train.images).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W) uint8
     labels = torch.from_numpy(train.labels)
     real_u8 = images  # FID reference: the real training split only
-    bar = tqdm(total=gc.steps, initial=state.step, desc="train-gan", unit="step", disable=not accelerator.is_main_process)
-    t0, seen = time.perf_counter(), 0
-    while state.step < gc.steps:
-        idx = batch_indices(cfg.seed, state.step, len(labels), per_proc, world, rank)
+
+    def step_fn(step: int) -> tuple[dict, int]:
+        idx = batch_indices(cfg.seed, step, len(labels), per_proc, world, rank)
         real = images[idx].to(device).float().div(127.5).sub(1)
         y = labels[idx].to(device)
-        g = step_generator(cfg.seed, state.step, rank, device, stream=1)
+        g = step_generator(cfg.seed, step, rank, device, stream=1)
         parts.G.train()
-        try:
-            row = _d_step(parts, accelerator, real, y, torch.randn(per_proc, gc.z_dim, device=device, generator=g), g, gc.loss)
-            row |= _g_step(parts, accelerator, y, torch.randn(per_proc, gc.z_dim, device=device, generator=g), g, gc.loss)
-        except NonFiniteLoss as exc:
-            raise stopped_error(out, state.step, exc) from None
-        state.step += 1
-        seen += per_proc * world
-        bar.update(1)
-        _after_step(cfg, data, accelerator, parts, state, out, real_u8, row, seen / (time.perf_counter() - t0), bar)
-    bar.close()
+        row = _d_step(parts, accelerator, real, y, torch.randn(per_proc, gc.z_dim, device=device, generator=g), g, gc.loss)
+        row |= _g_step(parts, accelerator, y, torch.randn(per_proc, gc.z_dim, device=device, generator=g), g, gc.loss)
+        return row, per_proc * world
+
+    run_steps(accelerator, state, total=gc.steps, desc="train-gan", out=out, step_fn=step_fn,
+              after_fn=lambda row, img_s, bar: _after_step(cfg, data, accelerator, parts, state, out, real_u8, row, img_s, bar))
 
 
 def _after_step(cfg, data, accelerator, parts, state, out, real_u8, row, img_s, bar) -> None:
