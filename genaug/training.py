@@ -228,3 +228,24 @@ def run_steps(accelerator: Accelerator, state: TrainState, *, total: int, desc: 
         bar.update(1)
         after_fn(row, seen / (time.perf_counter() - t0), bar)
     bar.close()
+
+
+def start_run(cfg: Config, data, accelerator: Accelerator, out: Path, *, resume: bool, section: str) -> None:
+    """Checks (on every rank), then on rank 0: run dir, config, splits and the judge."""
+    from genaug.judge import ensure_judge
+    from genaug.runs import prepare_run_dir, save_splits
+
+    check_existing(cfg, out, resume, section)
+    if accelerator.is_main_process:
+        prepare_run_dir(cfg)
+        save_splits(cfg, data)
+        ensure_judge(cfg, data)
+    accelerator.wait_for_everyone()
+
+
+def resume_run(accelerator: Accelerator, out: Path, *, extra: dict, state: TrainState) -> None:
+    """Load the newest checkpoint (if any) and drop metric rows written after it."""
+    step = resume_latest(accelerator, out / "checkpoints", extra=extra, state=state)
+    if step is not None and accelerator.is_main_process:
+        truncate_metrics(out / "metrics.jsonl", step)
+        print(f"resumed from step {step}")

@@ -22,11 +22,10 @@ from genaug.config import Config
 from genaug.data import LabeledData, load_data
 from genaug.generators.diffusion import build_unet, noise_scheduler, sample
 from genaug.io import atomic_write_json
-from genaug.judge import ensure_judge
-from genaug.runs import config_hash, prepare_run_dir, save_splits
-from genaug.training import (TrainState, batch_indices, check_existing, check_finite, log_metrics, make_accelerator,
-                             model_hash, resume_latest, run_steps, save_checkpoint, score_samples, step_generator,
-                             truncate_metrics)
+from genaug.runs import config_hash
+from genaug.training import (TrainState, batch_indices, check_finite, log_metrics, make_accelerator,
+                             model_hash, run_steps, save_checkpoint, score_samples, step_generator,
+                             start_run, resume_run)
 
 EVAL_SEED = 2024
 
@@ -136,19 +135,12 @@ def train_diffusion(cfg: Config, *, resume: bool = False) -> Path:
     out = cfg.run_dir() / "diffusion"
     data = load_data(cfg.data)
     accelerator = make_accelerator(out, cfg.diffusion.mixed_precision)
-    check_existing(cfg, out, resume, "diffusion")
-    if accelerator.is_main_process:
-        prepare_run_dir(cfg)
-        save_splits(cfg, data)
-        ensure_judge(cfg, data)
-    accelerator.wait_for_everyone()
+    start_run(cfg, data, accelerator, out, resume=resume, section="diffusion")
     parts = _init(cfg, data, accelerator)
     state = TrainState()
     extra = {"ema": EMAState(parts.ema)}
-    if resume and (step := resume_latest(accelerator, out / "checkpoints", extra=extra, state=state)) is not None:
-        if accelerator.is_main_process:
-            truncate_metrics(out / "metrics.jsonl", step)
-            print(f"resumed from step {step}")
+    if resume:
+        resume_run(accelerator, out, extra=extra, state=state)
     if accelerator.is_main_process:
         atomic_write_json(out / "train_config.json", {"config_hash": config_hash(cfg, "data", "diffusion", "seed"),
                                                      "model_hash": model_hash(cfg, "diffusion"),

@@ -19,11 +19,10 @@ from genaug.generators import save_generator
 from genaug.generators.dcgan import Discriminator, Generator, aux_loss, d_loss, g_loss
 from genaug.generators.diffaugment import diff_augment, parse_policy
 from genaug.io import atomic_write_json
-from genaug.judge import ensure_judge
-from genaug.runs import config_hash, prepare_run_dir, save_splits
-from genaug.training import (TrainState, batch_indices, check_existing, check_finite, log_metrics, make_accelerator,
-                             model_hash, resume_latest, run_steps, save_checkpoint, score_samples, step_generator,
-                             to_uint8, truncate_metrics)
+from genaug.runs import config_hash
+from genaug.training import (TrainState, batch_indices, check_finite, log_metrics, make_accelerator,
+                             model_hash, run_steps, save_checkpoint, score_samples, step_generator,
+                             to_uint8, start_run, resume_run)
 
 EVAL_SEED = 2024
 
@@ -135,18 +134,11 @@ def train_gan(cfg: Config, *, resume: bool = False) -> Path:
     out = cfg.run_dir() / "gan"
     data = load_data(cfg.data)
     accelerator = make_accelerator(out, cfg.gan.mixed_precision)
-    check_existing(cfg, out, resume, "gan")  # read-only, so every rank raises alike
-    if accelerator.is_main_process:
-        prepare_run_dir(cfg)
-        save_splits(cfg, data)
-        ensure_judge(cfg, data)
-    accelerator.wait_for_everyone()
+    start_run(cfg, data, accelerator, out, resume=resume, section="gan")
     parts = _init(cfg, data, accelerator)
     state = TrainState()
-    if resume and (step := resume_latest(accelerator, out / "checkpoints", extra={"ema": parts.ema}, state=state)) is not None:
-        if accelerator.is_main_process:
-            truncate_metrics(out / "metrics.jsonl", step)
-            print(f"resumed from step {step}")
+    if resume:
+        resume_run(accelerator, out, extra={"ema": parts.ema}, state=state)
     if accelerator.is_main_process:
         atomic_write_json(out / "train_config.json", {"config_hash": config_hash(cfg, "data", "gan", "seed"),
                                                      "model_hash": model_hash(cfg, "gan"), "config": cfg.model_dump(mode="json")})
