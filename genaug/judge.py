@@ -59,13 +59,18 @@ def accuracy(model: torch.nn.Module, split: Split, channels: int, batch_size: in
     return correct / max(1, len(split))
 
 
+def create_judge_model(name: str, *, in_chans: int, num_classes: int, image_size: int) -> torch.nn.Module:
+    """timm model; genaug's small ResNets also take the input size (for their data config)."""
+    kw = {"img_size": image_size} if name.startswith("resnet_small") else {}
+    return timm.create_model(name, in_chans=in_chans, num_classes=num_classes, **kw)
+
+
 def train_judge(cfg: Config, data: LabeledData, out_dir: Path) -> dict:
     """Train on ``data.splits['train']``, keep the best weights by val accuracy, save them."""
     jc = cfg.judge
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = timm.create_model(jc.model, in_chans=data.channels, num_classes=data.num_classes, img_size=data.image_size) \
-        if jc.model.startswith("resnet_small") else timm.create_model(jc.model, in_chans=data.channels, num_classes=data.num_classes)
+    model = create_judge_model(jc.model, in_chans=data.channels, num_classes=data.num_classes, image_size=data.image_size)
     opt = create_optimizer_v2(model, opt="adamw", lr=jc.lr, weight_decay=0.05)
     sched = CosineLRScheduler(opt, t_initial=jc.steps, warmup_t=min(50, jc.steps // 10), lr_min=jc.lr * 0.01)
     train = data.splits["train"]
@@ -120,8 +125,8 @@ def load_judge(judge_dir: str | Path) -> tuple[torch.nn.Module, dict]:
     """Rebuild the judge from its JSON + safetensors (no pickles)."""
     judge_dir = Path(judge_dir)
     meta = json.loads((judge_dir / META).read_text())
-    kw = {"img_size": meta["image_size"]} if meta["model"].startswith("resnet_small") else {}
-    model = timm.create_model(meta["model"], in_chans=meta["in_chans"], num_classes=meta["num_classes"], **kw)
+    model = create_judge_model(meta["model"], in_chans=meta["in_chans"], num_classes=meta["num_classes"],
+                               image_size=meta["image_size"])
     model.load_state_dict(load_file(str(judge_dir / WEIGHTS)))
     return model.eval(), meta
 

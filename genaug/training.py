@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from genaug.config import Config
 from genaug.errors import GenaugError
-from genaug.io import append_jsonl, atomic_write_bytes, atomic_write_text, read_jsonl, stable_hash
+from genaug.io import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl, stable_hash
 
 _CKPT = re.compile(r"^step_(\d+)$")
 
@@ -231,15 +231,19 @@ def run_steps(accelerator: Accelerator, state: TrainState, *, total: int, desc: 
 
 
 def start_run(cfg: Config, data, accelerator: Accelerator, out: Path, *, resume: bool, section: str) -> None:
-    """Checks (on every rank), then on rank 0: run dir, config, splits and the judge."""
+    """Checks (on every rank), then on rank 0: run dir, config, splits, the judge and
+    ``train_config.json`` (whose model hash a later ``--resume`` is checked against)."""
     from genaug.judge import ensure_judge
-    from genaug.runs import prepare_run_dir, save_splits
+    from genaug.runs import config_hash, prepare_run_dir, save_splits
 
     check_existing(cfg, out, resume, section)
     if accelerator.is_main_process:
         prepare_run_dir(cfg)
         save_splits(cfg, data)
         ensure_judge(cfg, data)
+        atomic_write_json(out / "train_config.json", {
+            "config_hash": config_hash(cfg, "data", section, "seed"), "model_hash": model_hash(cfg, section),
+            "config": cfg.model_dump(mode="json")})
     accelerator.wait_for_everyone()
 
 

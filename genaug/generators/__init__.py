@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from genaug.errors import GenaugError
 from genaug.generators.dcgan import Generator as DCGANGenerator
-from genaug.io import atomic_write_json
+from genaug.io import atomic_write_json, replace_dir, staging_dir
 
 ARCHITECTURES: dict[str, type[torch.nn.Module]] = {"dcgan": DCGANGenerator}
 WEIGHTS, META = "model.safetensors", "genaug.json"
@@ -27,20 +27,11 @@ def register_architecture(name: str, cls: type[torch.nn.Module]) -> None:
 
 def save_generator(model: torch.nn.Module, out_dir: str | Path, *, architecture: str, meta: dict) -> None:
     """Write weights + JSON atomically (temp dir, then rename over the old one)."""
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = staging_dir(out_dir)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(tmp / WEIGHTS))
     atomic_write_json(tmp / META, {"architecture": architecture, "args": model.config, **meta})
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    if old.exists():
-        for f in old.iterdir():
-            f.unlink()
-        old.rmdir()
+    replace_dir(tmp, out_dir)
 
 
 def load_generator(path: str | Path) -> tuple[torch.nn.Module, dict]:

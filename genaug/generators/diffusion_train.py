@@ -21,10 +21,10 @@ from diffusers.training_utils import EMAModel
 from genaug.config import Config
 from genaug.data import LabeledData, load_data
 from genaug.generators.diffusion import build_unet, noise_scheduler, sample
-from genaug.io import atomic_write_json
+from genaug.io import atomic_write_json, replace_dir, staging_dir
 from genaug.runs import config_hash
 from genaug.training import (TrainState, batch_indices, check_finite, log_metrics, make_accelerator,
-                             model_hash, run_steps, save_checkpoint, score_samples, step_generator,
+                             run_steps, save_checkpoint, score_samples, step_generator,
                              start_run, resume_run)
 
 EVAL_SEED = 2024
@@ -95,18 +95,11 @@ def ema_unet(parts: DiffusionParts, accelerator) -> UNet2DModel:
 
 
 def save_unet(unet: UNet2DModel, out_dir: Path, meta: dict) -> None:
-    """``save_pretrained`` into a temp dir + genaug.json, then rename over ``out_dir``."""
-    import shutil
-
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    """``save_pretrained`` into a temp dir + genaug.json, then swap it in for ``out_dir``."""
+    tmp = staging_dir(out_dir)
     unet.save_pretrained(str(tmp))
     atomic_write_json(tmp / "genaug.json", {"architecture": "diffusers-unet2d", **meta})
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, out_dir)
 
 
 def _meta(cfg: Config, data: LabeledData, parts: DiffusionParts, state: TrainState, metrics: dict | None) -> dict:
@@ -141,10 +134,6 @@ def train_diffusion(cfg: Config, *, resume: bool = False) -> Path:
     extra = {"ema": EMAState(parts.ema)}
     if resume:
         resume_run(accelerator, out, extra=extra, state=state)
-    if accelerator.is_main_process:
-        atomic_write_json(out / "train_config.json", {"config_hash": config_hash(cfg, "data", "diffusion", "seed"),
-                                                     "model_hash": model_hash(cfg, "diffusion"),
-                                                     "config": cfg.model_dump(mode="json")})
     accelerator.init_trackers("diffusion")
     _loop(cfg, data, accelerator, parts, state, out, extra)
     accelerator.end_training()
@@ -157,6 +146,7 @@ def _loop(cfg: Config, data: LabeledData, accelerator, parts: DiffusionParts, st
     per_proc = max(1, dc.batch_size // world)
     images = torch.from_numpy(data.splits["train"].images).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W) uint8
     labels = torch.from_numpy(data.splits["train"].labels)
+
     def step_fn(step: int) -> tuple[dict, int]:
         idx = batch_indices(cfg.seed, step, len(labels), per_proc, world, rank)
         x0 = images[idx].to(device).float().div(127.5).sub(1)

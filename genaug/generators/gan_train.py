@@ -18,10 +18,9 @@ from genaug.data import LabeledData, load_data
 from genaug.generators import save_generator
 from genaug.generators.dcgan import Discriminator, Generator, aux_loss, d_loss, g_loss
 from genaug.generators.diffaugment import diff_augment, parse_policy
-from genaug.io import atomic_write_json
 from genaug.runs import config_hash
 from genaug.training import (TrainState, batch_indices, check_finite, log_metrics, make_accelerator,
-                             model_hash, run_steps, save_checkpoint, score_samples, step_generator,
+                             run_steps, save_checkpoint, score_samples, step_generator,
                              to_uint8, start_run, resume_run)
 
 EVAL_SEED = 2024
@@ -139,9 +138,6 @@ def train_gan(cfg: Config, *, resume: bool = False) -> Path:
     state = TrainState()
     if resume:
         resume_run(accelerator, out, extra={"ema": parts.ema}, state=state)
-    if accelerator.is_main_process:
-        atomic_write_json(out / "train_config.json", {"config_hash": config_hash(cfg, "data", "gan", "seed"),
-                                                     "model_hash": model_hash(cfg, "gan"), "config": cfg.model_dump(mode="json")})
     accelerator.init_trackers("gan")
     _loop(cfg, data, accelerator, parts, state, out)
     accelerator.end_training()
