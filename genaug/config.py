@@ -95,9 +95,12 @@ class SampleConfig(Section):
     filter: bool = True
     min_confidence: float = Field(0.5, ge=0.0, le=1.0)
     realism_quantile: float = Field(0.95, gt=0.0, le=1.0)
-    near_copy_distance: float = Field(0.0, ge=0.0)
+    realism_k: int = Field(5, ge=1, le=100)
+    near_copy_distance: float = Field(0.0, ge=0.0, le=1.0, description="RMS pixel distance in [0, 1]; 0 = off")
     max_class_fid: Optional[float] = Field(None, gt=0)
-    seed: int = Field(0, ge=0)
+    max_tries: int = Field(10, ge=1, le=1000, description="candidates drawn per kept image at most, per class")
+    fid_extractor: Literal["judge", "inception"] = "judge"
+    seed: int = Field(0, ge=0, le=2**22)
 
 
 class EvalConfig(Section):

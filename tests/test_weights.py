@@ -42,3 +42,29 @@ def test_fid_cli_real_digits_are_closer_than_noise(run_cli):
         return float(out.split("FID ")[1].split()[0])
 
     assert fid(near.output) * 2 < fid(far.output)
+
+
+def test_imported_efficientnet_lite0_classifies_photos(run_cli):
+    """After the import, timm's efficientnet_lite0 with the imported weights and their
+    0.5/0.5 normalisation names a cat photo a cat and an espresso photo an espresso."""
+    import pytest
+
+    data = pytest.importorskip("skimage.data")
+    import timm
+    from PIL import Image
+
+    from genaug.weights import pretrained_overlay
+
+    assert pretrained_overlay("efficientnet_lite0") is None
+    result = run_cli("weights", "import", "efficientnet-lite0")
+    assert result.exit_code == 0, result.output
+    overlay = pretrained_overlay("efficientnet_lite0")
+    assert overlay["mean"] == (0.5, 0.5, 0.5)
+    model = timm.create_model("efficientnet_lite0", pretrained=True, pretrained_cfg_overlay=overlay).eval()
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
+    cats = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+    with torch.no_grad():
+        cat = model(transform(Image.fromarray(data.chelsea())).unsqueeze(0)).argmax().item()
+        coffee = model(transform(Image.fromarray(data.coffee())).unsqueeze(0)).argmax().item()
+    assert cat in cats and coffee == 967  # 967 = espresso
+    assert "efficientnet-lite0 present" in " ".join(run_cli("weights", "list").output.split())

@@ -1,0 +1,241 @@
+"""``genaug sample`` and ``genaug filter`` (SPEC §4).
+
+``sample`` draws candidates class by class (image i of class c from seed
+``image_seed(sample.seed, c, i)``), scores each, writes its PNG and then its manifest
+line, and tops up until every class has ``per_class`` images that pass the filters.
+A rerun repairs what is missing (same seed -> same image) and generates nothing else;
+``filter`` re-decides from the stored scores without generating.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from genaug.config import Config
+from genaug.data import load_data
+from genaug.data.base import LabeledData
+from genaug.errors import GenaugError
+from genaug.io import append_jsonl, atomic_write_json, stable_hash
+from genaug.judge import ensure_judge, judge_key, load_judge
+from genaug.runs import config_hash
+from genaug.synthetic.generators import OpenedGenerator, open_generator
+from genaug.synthetic.scores import RealReference, build_reference, score_images
+from genaug.synthetic.store import FIDELITY, HEADER, MANIFEST, Store, decide, image_id, image_seed, passing_count
+
+
+@dataclass
+class Context:
+    cfg: Config
+    data: LabeledData
+    store: Store
+    judge_dir: object
+    judge: tuple
+    ref: RealReference
+
+    def radii(self) -> list[float]:
+        return [self.ref.radius(c, self.cfg.sample.realism_quantile) for c in range(self.data.num_classes)]
+
+
+def _context(cfg: Config, classes: list[str] | None = None) -> Context:
+    data = load_data(cfg.data)
+    if classes is not None and classes != data.classes:
+        raise GenaugError(f"the generator was trained on classes {classes}, but the configured data "
+                          f"({cfg.data.source}) has {data.classes}: pass the config the generator was trained with")
+    judge_dir = ensure_judge(cfg, data)
+    judge = load_judge(judge_dir)
+    ref = build_reference(judge, data.splits["train"], data.num_classes, k=cfg.sample.realism_k)
+    return Context(cfg, data, Store(cfg.gen_dir(), data.classes), judge_dir, judge, ref)
+
+
+def _header(cfg: Config, gen: OpenedGenerator) -> dict:
+    return {"generator": gen.describe(), "sampler": gen.settings, "seed": cfg.sample.seed,
+            "judge_key": judge_key(cfg), "data_hash": config_hash(cfg, "data"), "classes": gen.classes}
+
+
+def _check_header(store: Store, header: dict, force: bool) -> None:
+    import json
+
+    path = store.root / HEADER
+    old = json.loads(path.read_text()) if path.is_file() else None
+    if old == header and not force:
+        return
+    if old is not None and not force:
+        diff = sorted(k for k in header if old.get(k) != header[k])
+        raise GenaugError(f"{store.root} holds images from another generator or settings ({', '.join(diff)} "
+                          f"differ); rerun with --force to replace them, or use another --run")
+    if force and store.root.exists():
+        shutil.rmtree(store.root)
+    atomic_write_json(path, header)
+
+
+def run_sample(cfg: Config, *, which: str | None = None, force: bool = False) -> dict:
+    """Generate, score, filter and top up ``gen_dataset/<run>/``; returns fidelity.json."""
+    gen = open_generator(cfg, which)
+    ctx = _context(cfg, gen.classes)
+    _check_header(ctx.store, _header(cfg, gen), force)
+    rows = ctx.store.read_rows()
+    ctx.store.clean(rows)
+    repaired = _repair(ctx, gen, rows)
+    added = _top_up(ctx, gen, rows)
+    result = finalise(ctx, rows)
+    result["run"] = {"generated": added, "repaired": repaired}
+    return result
+
+
+def run_filter(cfg: Config) -> dict:
+    """Re-decide kept/rejected from the stored scores with the config's thresholds."""
+    import json
+
+    header_path = cfg.gen_dir() / HEADER
+    if not (cfg.gen_dir() / MANIFEST).is_file() or not header_path.is_file():
+        raise GenaugError(f"no synthetic data set at {cfg.gen_dir()}: run 'genaug sample' first")
+    ctx = _context(cfg, json.loads(header_path.read_text()).get("classes"))
+    rows = ctx.store.read_rows()
+    missing = [r["id"] for r in rows if ctx.store.locate(r["label"], r["id"]) is None]
+    if missing:
+        raise GenaugError(f"{len(missing)} image(s) of the manifest are missing (e.g. {missing[0]}): "
+                          "run 'genaug sample' to restore them")
+    return finalise(ctx, rows)
+
+
+def _draw_and_score(ctx: Context, gen: OpenedGenerator, label: int, indices: list[int]) -> tuple[torch.Tensor, list[dict]]:
+    labels = torch.full((len(indices),), label, dtype=torch.long)
+    seeds = [image_seed(ctx.cfg.sample.seed, label, i) for i in indices]
+    images = gen.draw(labels, seeds)  # (n, C, H, W) uint8
+    scores = score_images(images, labels, ctx.judge, ctx.ref)
+    rows = [{"id": image_id(label, i), "path": "", "label": label, "class_name": ctx.data.classes[label], "index": i,
+             "seed": s, "generator": gen.describe(), "sampler": gen.settings, **sc}
+            for i, s, sc in zip(indices, seeds, scores)]
+    return images, rows
+
+
+def _repair(ctx: Context, gen: OpenedGenerator, rows: list[dict]) -> int:
+    """Regenerate (from their seeds) the images whose PNG is missing or unreadable."""
+    broken = [r for r in rows if ctx.store.read_png(r["label"], r["id"]) is None]
+    for label in sorted({r["label"] for r in broken}):
+        todo = [r for r in broken if r["label"] == label]
+        for start in range(0, len(todo), ctx.cfg.sample.batch_size):
+            chunk = todo[start : start + ctx.cfg.sample.batch_size]
+            images, fresh = _draw_and_score(ctx, gen, label, [r["index"] for r in chunk])
+            for img, row, new in zip(images, chunk, fresh):
+                row.update({k: new[k] for k in ("confidence", "judge_pred", "feature_distance", "nn_distance")})
+                ctx.store.write_png(img, label, row["id"], bool(row.get("kept")))
+    if broken:
+        print(f"restored {len(broken)} missing or unreadable image(s) from their seeds")
+    return len(broken)
+
+
+def _top_up(ctx: Context, gen: OpenedGenerator, rows: list[dict]) -> int:
+    """Draw new candidates per class until ``per_class`` pass the filters (or the cap)."""
+    sc, radii, added = ctx.cfg.sample, ctx.radii(), 0
+    bar = tqdm(total=sc.per_class * ctx.data.num_classes, desc="sample", unit="img")
+    for label in range(ctx.data.num_classes):
+        mine = [r for r in rows if r["label"] == label]
+        ok = passing_count(mine, label, radii[label], sc, filtering=sc.filter)
+        bar.update(min(ok, sc.per_class))
+        cap = sc.per_class * (sc.max_tries if sc.filter else 1)
+        while ok < sc.per_class and len(mine) < cap:
+            rate = ok / len(mine) if mine else 1.0
+            n = min(sc.batch_size, cap - len(mine), math.ceil((sc.per_class - ok) / max(rate, 0.05) * 1.1) + 2)
+            start = max((r["index"] for r in mine), default=-1) + 1
+            images, fresh = _draw_and_score(ctx, gen, label, list(range(start, start + n)))
+            for img, row in zip(images, fresh):
+                row["kept"] = passing_count([row], label, radii[label], sc, filtering=sc.filter) == 1
+                row["reason"] = None if row["kept"] else "provisional"
+                ctx.store.write_png(img, label, row["id"], row["kept"])  # the PNG first, then its line
+                append_jsonl(ctx.store.root / MANIFEST, row)
+            mine += fresh
+            added += n
+            new_ok = passing_count(mine, label, radii[label], sc, filtering=sc.filter)
+            bar.update(min(new_ok, sc.per_class) - min(ok, sc.per_class))
+            bar.set_postfix({"class": ctx.data.classes[label][:12], "tried": len(mine)})
+            ok = new_ok
+        rows[:] = [r for r in rows if r["label"] != label] + mine
+    bar.close()
+    rows.sort(key=lambda r: (r["label"], r["index"]))
+    return added
+
+
+def finalise(ctx: Context, rows: list[dict]) -> dict:
+    """Decide kept/rejected, gate classes by FID, move PNGs, rewrite the manifest and
+    fidelity.json. Idempotent: a second call with the same inputs writes nothing."""
+    import json
+
+    sc, store = ctx.cfg.sample, ctx.store
+    short = decide(rows, ctx.radii(), sc, filtering=sc.filter)
+    decision = stable_hash({"rows": [(r["id"], r["kept"]) for r in rows], "extractor": sc.fid_extractor,
+                            "judge": judge_key(ctx.cfg)})
+    old = json.loads((store.root / FIDELITY).read_text()) if (store.root / FIDELITY).is_file() else {}
+    per_class = old["classes"] if old.get("decision_hash") == decision else _class_fidelity(ctx, rows)
+    gated = []
+    for label, name in enumerate(ctx.data.classes):
+        entry = per_class[name]
+        after = entry.get("after") or {}
+        entry["kept"] = sum(r["kept"] for r in rows if r["label"] == label)
+        if sc.max_class_fid is not None and entry["kept"] and after.get("fid", 0.0) > sc.max_class_fid:
+            gated.append(label)
+            for r in rows:
+                if r["label"] == label and r["kept"]:
+                    r["kept"], r["reason"] = False, "class_fid"
+            entry["kept"] = 0
+        entry["augmented"] = entry["kept"] > 0
+        entry["not_augmented_because"] = ("class_fid" if label in gated else "class_short" if label in short else None)
+    for r in rows:
+        r["path"] = store.rel(r["label"], r["id"], r["kept"])
+        store.move(r)
+    store.write_rows(rows)
+    result = _fidelity_summary(ctx, per_class, decision, rows)
+    if old != result:
+        atomic_write_json(store.root / FIDELITY, result)
+    return result
+
+
+def _class_fidelity(ctx: Context, rows: list[dict]) -> dict:
+    """Per class: FID/KID of all candidates (before) and of the kept ones (after)
+    against that class's real training images, with the image counts."""
+    from genaug.fidelity import fidelity
+
+    train, out = ctx.data.splits["train"], {}
+    for label, name in enumerate(tqdm(ctx.data.classes, desc="per-class FID", unit="class", leave=False)):
+        real = torch.from_numpy(train.images[train.labels == label]).permute(0, 3, 1, 2)
+        mine = [r for r in rows if r["label"] == label]
+        entry = {"label": label, "n_real": len(real), "candidates": len(mine)}
+        for key, subset in (("before", mine), ("after", [r for r in mine if r["kept"]])):
+            imgs = [ctx.store.read_png(label, r["id"]) for r in subset]
+            imgs = [i for i in imgs if i is not None]
+            entry[key] = None
+            if len(imgs) >= 2 and len(real) >= 2:
+                m = fidelity(torch.stack(imgs), real, extractor=ctx.cfg.sample.fid_extractor, judge_dir=ctx.judge_dir,
+                             reference=f"train[{name}]")
+                entry[key] = {"fid": m["fid"], "kid": m["kid_mean"], "kid_std": m["kid_std"], "n": m["n_fake"]}
+        out[name] = entry
+    return out
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _fidelity_summary(ctx: Context, per_class: dict, decision: str, rows: list[dict]) -> dict:
+    sc = ctx.cfg.sample
+    reasons: dict[str, int] = {}
+    for r in rows:
+        if r["reason"]:
+            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    return {
+        "extractor": "judge (genaug-judge)" if sc.fid_extractor == "judge" else "inception-v3-compat",
+        "reference": "real training split, per class", "decision_hash": decision,
+        "thresholds": {"filter": sc.filter, "min_confidence": sc.min_confidence, "realism_quantile": sc.realism_quantile,
+                       "realism_k": sc.realism_k, "near_copy_distance": sc.near_copy_distance,
+                       "max_class_fid": sc.max_class_fid, "per_class": sc.per_class},
+        "mean_class_fid_before": _mean([(e["before"] or {}).get("fid") for e in per_class.values()]),
+        "mean_class_fid_after": _mean([(e["after"] or {}).get("fid") for e in per_class.values()]),
+        "generated": len(rows), "kept": sum(r["kept"] for r in rows), "reject_reasons": reasons,
+        "classes": per_class,
+    }
