@@ -205,12 +205,23 @@ def fid_cmd(cfg: Config, a: str, b: str, extractor: str, max_images: int) -> Non
 
 
 @cli.command("eval-classifier")
-@click.option("--mix", default=None, help="Synthetic share r: 0.3, a list 0,0.1,0.3, or auto.")
-@click.option("--seeds", type=click.IntRange(1, 100), default=None, help="Seeds per setting.")
+@click.option("--mix", default=None, help="Synthetic share r: 0.3, a list 0,0.1,0.3, or auto (picked on val).")
+@click.option("--seeds", type=click.IntRange(1, 100), default=None, help="Seeds per setting (default 3).")
+@click.option("--model", default=None, help="timm model name (eval.model).")
+@click.option("--strategy", type=click.Choice(["full", "linear", "last_n", "attention", "lora"]), default=None)
 @config_options
-def eval_classifier_cmd(cfg: Config, mix, seeds) -> None:
-    """Fine-tune a timm classifier on real vs real+synthetic and report the gain (SPEC §5)."""
-    _not_built("eval-classifier", 6)
+def eval_classifier_cmd(cfg: Config, mix, seeds, model, strategy) -> None:
+    """Fine-tune a timm classifier on real vs real+synthetic and report the gain (SPEC §5).
+
+    \b
+    r = 0 (real only) always runs with the same seeds; the gain is paired per seed.
+    Writes runs/<run>/eval/metrics.json, rows.jsonl and PNG plots."""
+    from genaug.evaluate.run import eval_dir, evaluate, results_table
+
+    cfg = with_overrides(cfg, eval__mix=mix, eval__seeds=seeds, eval__model=model, eval__strategy=strategy)
+    metrics = evaluate(cfg)
+    click.echo(results_table(metrics))
+    click.echo(f"metrics.json, rows.jsonl and plots in {eval_dir(cfg)}")
 
 
 @cli.command("pipeline")

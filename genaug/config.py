@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from genaug.errors import ConfigError
 
@@ -104,15 +104,27 @@ class SampleConfig(Section):
 
 
 class EvalConfig(Section):
+    """The classifier whose accuracy gain is measured (SPEC §5)."""
+
     model: str = "resnet18"
+    model_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm create_model arguments")
     pretrained: bool = False
     pretrained_file: Optional[str] = None
+    image_size: Optional[int] = Field(None, ge=8, le=1024, description="None: the model's own (pretrained) or the data's")
     strategy: Literal["full", "linear", "last_n", "attention", "lora"] = "full"
     last_n: int = Field(1, ge=1)
+    lora_rank: int = Field(8, ge=1, le=256)
     mix: str = Field("0.3", description="a share r in [0,1], a comma list, or 'auto'")
+    auto_candidates: tuple[float, ...] = (0.1, 0.3, 0.5)
+
+    @field_validator("mix", mode="before")
+    @classmethod
+    def _mix_text(cls, value: Any) -> Any:
+        """``--set eval.mix=0.3`` arrives as a YAML number; keep the text form."""
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
     seeds: int = Field(3, ge=1, le=100)
     steps: int = Field(600, ge=1)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=2)
     lr: float = Field(1e-3, gt=0, lt=10)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     weight_decay: float = Field(0.05, ge=0)
@@ -120,6 +132,9 @@ class EvalConfig(Section):
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     mixup: float = Field(0.0, ge=0.0)
     cutmix: float = Field(0.0, ge=0.0)
+    augment: Literal["none", "shift", "shift_flip"] = "shift"
+    eval_every: int = Field(100, ge=1, description="val accuracy every N steps; the best-val weights are tested")
+    patience: int = Field(0, ge=0, description="stop after N evaluations without val improvement; 0 = never")
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
 
 

@@ -11,7 +11,7 @@ from genaug.config import SampleConfig, load_config
 from genaug.errors import GenaugError
 from genaug.generators.gan_train import train_gan
 from genaug.io import read_jsonl
-from genaug.synthetic.sample import run_filter, run_sample
+from genaug.synthetic.sample import run_sample
 from genaug.synthetic.store import Store, class_dirs, decide
 
 from conftest import kill_after, make_imagefolder

@@ -1,0 +1,61 @@
+"""PNG plots of an evaluation (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path.name
+
+
+def write_plots(metrics: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    settings, classes = metrics["settings"], metrics["classes"]
+    written = []
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    mix = [s["mix"] for s in settings]
+    acc = [s["test_acc"]["mean"] for s in settings]
+    err = [[a - (s["test_acc"]["lo"] if s["test_acc"]["lo"] is not None else a) for a, s in zip(acc, settings)],
+           [(s["test_acc"]["hi"] if s["test_acc"]["hi"] is not None else a) - a for a, s in zip(acc, settings)]]
+    ax.errorbar(mix, acc, yerr=err, marker="o", capsize=4)
+    ax.set_xlabel("synthetic share r (0 = real only, 1 = CAS)")
+    ax.set_ylabel("test accuracy (mean, 95% CI)")
+    ax.set_title(f"{metrics['model']}, {len(metrics['seeds'])} seeds")
+    ax.grid(alpha=0.3)
+    written.append(_save(fig, out / "accuracy_vs_mix.png"))
+
+    gains = [s for s in settings if "per_class_gain" in s]
+    if gains:
+        fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(classes) * len(gains)), 3.5))
+        width = 0.8 / len(gains)
+        for i, s in enumerate(gains):
+            ax.bar([c + i * width for c in range(len(classes))], s["per_class_gain"], width=width, label=f"r={s['mix']:g}")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks([c + 0.4 - width / 2 for c in range(len(classes))], [c[:10] for c in classes], rotation=45, ha="right")
+        ax.set_ylabel("per-class accuracy gain")
+        ax.legend()
+        written.append(_save(fig, out / "per_class_gain.png"))
+
+    for s in settings:
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        ax.imshow(s["confusion"], cmap="Blues")
+        ax.set_xticks(range(len(classes)), [c[:8] for c in classes], rotation=90)
+        ax.set_yticks(range(len(classes)), [c[:8] for c in classes])
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"confusion, r={s['mix']:g} (summed over seeds)")
+        written.append(_save(fig, out / f"confusion_r{s['mix']:g}.png"))
+    return written

@@ -1,0 +1,116 @@
+"""``genaug eval-classifier``: baseline vs synthetic shares, over seeds, with paired gains.
+
+Each finished (r, seed) run is appended to ``runs/<run>/eval/rows.jsonl`` with the
+hash of everything it depends on, so an interrupted evaluation resumes and a rerun
+with the same settings trains nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from genaug.config import Config
+from genaug.errors import ConfigError
+from genaug.evaluate.data import EvalData, load_eval_data
+from genaug.evaluate.stats import fmt, paired_gain, t_interval
+from genaug.evaluate.train import train_once
+from genaug.io import append_jsonl, atomic_write_json, read_jsonl, stable_hash
+from genaug.runs import config_hash
+
+
+def parse_mix(text: str, candidates: tuple[float, ...]) -> tuple[list[float], bool]:
+    """'0.3' -> [0, 0.3]; '0,0.1,0.5' -> [0, 0.1, 0.5]; 'auto' -> [0, *candidates]."""
+    text = str(text).strip()
+    if text == "auto":
+        return sorted({0.0, *candidates}), True
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--mix expects a share in [0, 1], a comma list, or 'auto'; got {text!r}") from None
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise ConfigError(f"--mix values must lie in [0, 1]; got {text!r}")
+    return sorted({0.0, *values}), False
+
+
+def _key(cfg: Config, ed: EvalData) -> str:
+    dump = cfg.eval.model_dump(mode="json")
+    for k in ("mix", "seeds", "auto_candidates"):
+        dump.pop(k)
+    return stable_hash({"eval": dump, "data": config_hash(cfg, "data"), "synthetic": ed.synthetic.get("ids_hash")})
+
+
+def evaluate(cfg: Config) -> dict:
+    """Run (or reuse) every (r, seed), then summarise into eval/metrics.json + plots."""
+    mixes, auto = parse_mix(cfg.eval.mix, cfg.eval.auto_candidates)
+    ed = load_eval_data(cfg, need_synthetic=any(r > 0 for r in mixes))
+    out = cfg.run_dir() / "eval"
+    key, seeds = _key(cfg, ed), [cfg.seed + i for i in range(cfg.eval.seeds)]
+    done = {(r["mix"], r["seed"]): r for r in read_jsonl(out / "rows.jsonl") if r.get("key") == key}
+    for r in mixes:
+        for s in seeds:
+            if (r, s) not in done:
+                row = {"key": key, **train_once(cfg, ed, r, s)}
+                append_jsonl(out / "rows.jsonl", row)
+                done[(r, s)] = row
+    rows = {r: {s: done[(r, s)] for s in seeds} for r in mixes}
+    metrics = summarise(cfg, ed, rows, auto=auto, key=key)
+    atomic_write_json(out / "metrics.json", metrics)
+    from genaug.evaluate.plots import write_plots
+
+    metrics["plots"] = write_plots(metrics, out)
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _setting(r: float, by_seed: dict[int, dict], base: dict[int, dict]) -> dict:
+    k = len(next(iter(by_seed.values()))["per_class_acc"])
+    seeds = sorted(by_seed)
+    out = {
+        "mix": r,
+        "test_acc": t_interval([by_seed[s]["test_acc"] for s in seeds]),
+        "test_f1": t_interval([by_seed[s]["test_f1"] for s in seeds]),
+        "val_acc": t_interval([by_seed[s]["val_acc"] for s in seeds]),
+        "per_class_acc": [sum(by_seed[s]["per_class_acc"][c] for s in seeds) / len(seeds) for c in range(k)],
+        "confusion": [[sum(by_seed[s]["confusion"][i][j] for s in seeds) for j in range(k)] for i in range(k)],
+        "seconds_per_run": sum(by_seed[s]["seconds"] for s in seeds) / len(seeds),
+    }
+    if r > 0:
+        out["gain_acc"] = paired_gain({s: base[s]["test_acc"] for s in seeds}, {s: by_seed[s]["test_acc"] for s in seeds})
+        out["gain_f1"] = paired_gain({s: base[s]["test_f1"] for s in seeds}, {s: by_seed[s]["test_f1"] for s in seeds})
+        out["per_class_gain"] = [out["per_class_acc"][c] - sum(base[s]["per_class_acc"][c] for s in seeds) / len(seeds)
+                                 for c in range(k)]
+    return out
+
+
+def summarise(cfg: Config, ed: EvalData, rows: dict[float, dict[int, dict]], *, auto: bool, key: str) -> dict:
+    settings = [_setting(r, rows[r], rows[0.0]) for r in sorted(rows)]
+    metrics = {
+        "schema": 1, "run": cfg.run, "key": key, "classes": ed.classes,
+        "model": cfg.eval.model, "strategy": cfg.eval.strategy, "pretrained": cfg.eval.pretrained or bool(cfg.eval.pretrained_file),
+        "steps": cfg.eval.steps, "batch_size": cfg.eval.batch_size, "seeds": sorted(rows[0.0]),
+        "real": {"train": len(ed.train_x), "val": len(ed.val_x), "test": len(ed.test.labels) if hasattr(ed.test, "labels") else None},
+        "synthetic": ed.synthetic, "baseline_mix": 0.0, "settings": settings,
+        "per_seed": [row for r in sorted(rows) for row in rows[r].values()],
+    }
+    if auto:  # chosen on validation accuracy only; the test split plays no part
+        best = max(settings, key=lambda s: (s["val_acc"]["mean"], -s["mix"]))
+        metrics["auto"] = {"chosen_mix": best["mix"], "by": "mean val accuracy",
+                           "val_acc_by_mix": {str(s["mix"]): s["val_acc"]["mean"] for s in settings}}
+    return metrics
+
+
+def results_table(metrics: dict) -> str:
+    lines = [f"{metrics['model']} ({metrics['strategy']}), {metrics['steps']} steps x {metrics['batch_size']}, "
+             f"seeds {metrics['seeds']}; real train {metrics['real']['train']}, synthetic kept {metrics['synthetic']['n']}; "
+             f"test n={metrics['real']['test']}; mean [95% t-interval]",
+             f"{'mix':>5}  {'test accuracy':<26} {'macro-F1':<26} {'paired gain (accuracy)':<28}"]
+    chosen = (metrics.get("auto") or {}).get("chosen_mix")
+    for s in metrics["settings"]:
+        gain = fmt(s["gain_acc"], signed=True) if "gain_acc" in s else "(baseline)"
+        mark = "  <- auto" if chosen == s["mix"] else ""
+        lines.append(f"{s['mix']:>5g}  {fmt(s['test_acc']):<26} {fmt(s['test_f1']):<26} {gain:<28}{mark}")
+    return "\n".join(lines)
+
+
+def eval_dir(cfg: Config) -> Path:
+    return cfg.run_dir() / "eval"

@@ -1,0 +1,137 @@
+"""One classifier training run at synthetic share ``r`` with one seed.
+
+Every run takes exactly ``eval.steps`` optimisation steps of ``eval.batch_size``
+examples; at step t the batch holds ``floor((t+1) r B) - floor(t r B)`` synthetic
+examples, so over the run a share r is synthetic whatever B. Real indices, synthetic
+indices and augmentation come from three generators seeded by the seed alone, so the
+runs at different r with the same seed share initialisation and real-data order: the
+comparison is paired.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from tqdm import tqdm
+
+from genaug.config import Config, EvalConfig
+from genaug.evaluate.classifier import InputSpec, apply_strategy, create_classifier
+from genaug.evaluate.data import EvalData
+
+
+def synthetic_count(step: int, r: float, batch: int) -> int:
+    return math.floor((step + 1) * r * batch + 1e-9) - math.floor(step * r * batch + 1e-9)
+
+
+def augment(x: torch.Tensor, kind: str, g: torch.Generator, pad: int = 2) -> torch.Tensor:
+    """Classic augmentation on uint8 ``(B, C, H, W)``: random shifts (replicate-padded
+    crops) and, for ``shift_flip``, horizontal flips. Draws the same random numbers for
+    every batch of the same size, so paired runs stay in step."""
+    if kind == "none":
+        return x
+    b, _, h, w = x.shape
+    padded = F.pad(x.float(), (pad,) * 4, mode="replicate")
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+    flip = torch.rand(b, generator=g) < 0.5
+    out = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
+    if kind == "shift_flip":
+        out = torch.where(flip.view(-1, 1, 1, 1), out.flip(-1), out)
+    return out.round().to(torch.uint8)
+
+
+def _loss_and_mixup(ec: EvalConfig, num_classes: int):
+    if ec.mixup > 0 or ec.cutmix > 0:
+        mixup = Mixup(mixup_alpha=ec.mixup, cutmix_alpha=ec.cutmix, label_smoothing=ec.label_smoothing,
+                      num_classes=num_classes)
+        return SoftTargetCrossEntropy(), mixup
+    if ec.label_smoothing > 0:
+        return LabelSmoothingCrossEntropy(smoothing=ec.label_smoothing), None
+    return torch.nn.CrossEntropyLoss(), None
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, spec: InputSpec, x: torch.Tensor, device, batch_size: int = 256) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(spec(x[i : i + batch_size].to(device))).argmax(1).cpu()
+                      for i in range(0, len(x), batch_size)])
+
+
+def _batch(ed: EvalData, step: int, r: float, b: int, gens: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+    n_syn = synthetic_count(step, r, b) if len(ed.syn_x) else 0
+    real = torch.randint(0, len(ed.train_x), (b,), generator=gens[0])[: b - n_syn]
+    syn = torch.randint(0, max(1, len(ed.syn_x)), (b,), generator=gens[1])[:n_syn]
+    x = torch.cat([ed.train_x[real], ed.syn_x[syn]]) if n_syn else ed.train_x[real]
+    y = torch.cat([ed.train_y[real], ed.syn_y[syn]]) if n_syn else ed.train_y[real]
+    return x, y
+
+
+def train_once(cfg: Config, ed: EvalData, r: float, seed: int) -> dict:
+    """Train at share ``r`` with ``seed``; returns the per-seed row (val and test metrics)."""
+    ec, t0 = cfg.eval, time.perf_counter()
+    torch.manual_seed(seed)
+    gens = [torch.Generator().manual_seed(seed * 7919 + k) for k in range(3)]  # real, synthetic, augmentation
+    model, spec = create_classifier(ec, num_classes=len(ed.classes), channels=ed.channels, data_size=ed.size)
+    model = apply_strategy(model, ec)
+    accelerator = Accelerator(mixed_precision=ec.mixed_precision, cpu=not torch.cuda.is_available())
+    opt = create_optimizer_v2(model, opt=ec.optimizer, lr=ec.lr, weight_decay=ec.weight_decay)
+    sched = CosineLRScheduler(opt, t_initial=ec.steps, warmup_t=min(ec.warmup_steps, ec.steps - 1),
+                              warmup_lr_init=ec.lr * 0.01, lr_min=ec.lr * 0.01)
+    model, opt = accelerator.prepare(model, opt)
+    loss_fn, mixup = _loss_and_mixup(ec, len(ed.classes))
+    best = {"val_acc": -1.0, "step": 0, "state": None}
+    stale = 0
+    bar = tqdm(range(ec.steps), desc=f"r={r:g} seed={seed}", unit="step", leave=False)
+    for step in bar:
+        model.train()
+        x, y = _batch(ed, step, r, ec.batch_size, gens)
+        x = spec(augment(x, ec.augment, gens[2]).to(accelerator.device))
+        y = y.to(accelerator.device)
+        if mixup is not None:
+            x, y = mixup(x, y)
+        loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        opt.step()
+        sched.step(step + 1)
+        if (step + 1) % ec.eval_every == 0 or step + 1 == ec.steps:
+            acc = float((predict(model, spec, ed.val_x, accelerator.device) == ed.val_y).float().mean())
+            bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{acc:.3f}")
+            if acc > best["val_acc"]:
+                best = {"val_acc": acc, "step": step + 1, "state": {k: v.detach().clone() for k, v in
+                                                                     accelerator.unwrap_model(model).state_dict().items()}}
+                stale = 0
+            else:
+                stale += 1
+                if ec.patience and stale >= ec.patience:
+                    break
+    model = accelerator.unwrap_model(model)
+    model.load_state_dict(best["state"])
+    row = {"mix": r, "seed": seed, "val_acc": best["val_acc"], "best_step": best["step"], "steps": ec.steps,
+           **test_metrics(model, spec, ed, accelerator.device)}
+    row["seconds"] = round(time.perf_counter() - t0, 2)
+    return row
+
+
+def test_metrics(model: torch.nn.Module, spec: InputSpec, ed: EvalData, device) -> dict:
+    """Accuracy, macro-F1, per-class accuracy and the confusion matrix on the test
+    split: the only place the test split is read, after training and selection."""
+    x = torch.from_numpy(ed.test.images).permute(0, 3, 1, 2)
+    y = torch.from_numpy(ed.test.labels)
+    pred = predict(model, spec, x, device)
+    k = len(ed.classes)
+    # Counting by hand rather than adding scikit-learn for three lines of arithmetic.
+    confusion = torch.bincount(y * k + pred, minlength=k * k).view(k, k)  # rows: true, columns: predicted
+    tp = confusion.diag().float()
+    support, predicted = confusion.sum(1).float(), confusion.sum(0).float()
+    f1 = torch.where(support + predicted > 0, 2 * tp / (support + predicted).clamp(min=1), torch.zeros_like(tp))
+    return {"test_acc": float(tp.sum() / max(1, len(y))), "test_f1": float(f1[support > 0].mean()),
+            "per_class_acc": (tp / support.clamp(min=1)).tolist(), "confusion": confusion.tolist(), "n_test": len(y)}

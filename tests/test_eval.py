@@ -1,0 +1,196 @@
+"""eval-classifier: strategies, pairing, statistics, and no test-split leakage (SPEC §5)."""
+
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from genaug.config import EvalConfig, load_config
+from genaug.errors import ConfigError
+from genaug.evaluate import run as eval_run
+from genaug.evaluate.classifier import apply_strategy, create_classifier, head_names
+from genaug.evaluate.data import load_eval_data
+from genaug.evaluate.stats import paired_gain, t_interval
+from genaug.evaluate.train import synthetic_count
+from genaug.io import append_jsonl
+from genaug.synthetic.store import MANIFEST, Store, image_id
+
+ROOT = Path(__file__).parents[1]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+
+
+def grads_after_backward(ec: EvalConfig, size: int = 32) -> tuple[torch.nn.Module, set[str]]:
+    model, spec = create_classifier(ec, num_classes=4, channels=1, data_size=size)
+    model = apply_strategy(model, ec)
+    x = spec(torch.randint(0, 256, (4, 1, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)))
+    torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 3])).backward()
+    got = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert all(model.get_parameter(n).grad.abs().sum() > 0 for n in got if n in head_names(model))  # real gradients
+    return model, got
+
+
+def test_full_trains_everything():
+    model, got = grads_after_backward(EvalConfig(model="resnet18", strategy="full"))
+    assert got == {n for n, _ in model.named_parameters()}
+
+
+def test_linear_probe_trains_only_the_head():
+    model, got = grads_after_backward(EvalConfig(model="resnet18", strategy="linear"))
+    assert got == {"fc.weight", "fc.bias"} == head_names(model)
+
+
+def test_last_n_trains_the_last_stages_and_head():
+    _, got = grads_after_backward(EvalConfig(model="resnet18", strategy="last_n", last_n=1))
+    assert got and all(n.startswith(("layer4.", "fc.")) for n in got) and "fc.weight" in got
+    assert any(n.startswith("layer4.0.conv1") for n in got)
+    _, two = grads_after_backward(EvalConfig(model="resnet18", strategy="last_n", last_n=2))
+    assert any(n.startswith("layer3.") for n in two) and not any(n.startswith(("layer2.", "conv1")) for n in two)
+
+
+def test_attention_only_trains_attention_and_head():
+    ec = EvalConfig(model="vit_tiny_patch16_224", strategy="attention", model_kwargs={"img_size": 32, "patch_size": 8})
+    model, got = grads_after_backward(ec)
+    expected = {n for n, _ in model.named_parameters() if ".attn." in n} | {"head.weight", "head.bias"}
+    assert got == expected and any(".attn.qkv." in n for n in got)
+    with pytest.raises(ConfigError, match="attention"):
+        grads_after_backward(EvalConfig(model="resnet18", strategy="attention"))
+
+
+@pytest.mark.parametrize("name, kwargs", [("resnet18", {}), ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8})])
+def test_lora_trains_only_adapters_and_head(name, kwargs):
+    model, got = grads_after_backward(EvalConfig(model=name, strategy="lora", lora_rank=4, model_kwargs=kwargs))
+    assert got and all(("lora_A" in n or "lora_B" in n or "modules_to_save" in n) for n in got)
+    assert any("lora_A" in n for n in got) and any("modules_to_save" in n for n in got)
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert any("base_layer" in n for n in frozen)
+
+
+def test_synthetic_share_is_exact_over_a_run():
+    for r in (0.0, 0.1, 0.3, 0.5, 1.0):
+        for b in (7, 16, 64):
+            total = sum(synthetic_count(t, r, b) for t in range(100))
+            assert total == round(r * b * 100)
+            assert all(0 <= synthetic_count(t, r, b) <= b for t in range(100))
+
+
+def test_t_interval_reference_values():
+    ci = t_interval([1.0, 2.0, 3.0])
+    assert ci["mean"] == 2.0 and ci["std"] == pytest.approx(1.0)
+    assert ci["hi"] - ci["mean"] == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-5)  # t(0.975, df=2) = 4.302653
+    gain = paired_gain({0: 0.5, 1: 0.6, 2: 0.7}, {0: 0.6, 1: 0.7, 2: 0.8})
+    assert gain["mean"] == pytest.approx(0.1) and gain["std"] == pytest.approx(0.0, abs=1e-12)
+    assert t_interval([0.5])["lo"] is None
+
+
+def test_parse_mix():
+    assert eval_run.parse_mix("0.3", (0.1,)) == ([0.0, 0.3], False)
+    assert eval_run.parse_mix("0,0.1,1", (0.1,)) == ([0.0, 0.1, 1.0], False)
+    assert eval_run.parse_mix("auto", (0.1, 0.5)) == ([0.0, 0.1, 0.5], True)
+    for bad in ("1.5", "x", ""):
+        with pytest.raises(ConfigError):
+            eval_run.parse_mix(bad, ())
+
+
+def small_cfg(tmp_path, *extra):
+    return load_config(SMOKE, [f"paths.runs_dir={tmp_path}/runs", f"paths.gen_dir={tmp_path}/gen", "eval.model=resnet_small28",
+                               "eval.steps=40", "eval.eval_every=20", "eval.batch_size=32", "eval.seeds=3",
+                               "eval.warmup_steps=5", "eval.lr=0.003", *extra])
+
+
+def write_noise_dataset(cfg, per_class: int = 30) -> None:
+    """A gen_dataset of uniform noise with random labels, through the Store contract."""
+    data = load_eval_data(cfg, need_synthetic=False)
+    store = Store(cfg.gen_dir(), data.classes)
+    g = torch.Generator().manual_seed(0)
+    for c in range(len(data.classes)):
+        for i in range(per_class):
+            img = torch.randint(0, 256, (data.channels, data.size, data.size), dtype=torch.uint8, generator=g)
+            label = int(torch.randint(0, len(data.classes), (1,), generator=g))
+            iid = image_id(label, c * per_class + i)
+            store.write_png(img, label, iid, True)
+            append_jsonl(cfg.gen_dir() / MANIFEST, {"id": iid, "label": label, "class_name": data.classes[label],
+                                                     "kept": True, "reason": None})
+
+
+def test_noise_with_random_labels_gives_no_significant_gain(tmp_path):
+    """The harness cannot manufacture gains: pure noise at r=0.5 is not significantly better."""
+    cfg = small_cfg(tmp_path, "eval.mix=0.5")
+    write_noise_dataset(cfg)
+    metrics = eval_run.evaluate(cfg)
+    gain = metrics["settings"][1]["gain_acc"]
+    assert metrics["settings"][1]["mix"] == 0.5 and gain["n"] == 3
+    assert gain["lo"] <= 0.0, gain
+    assert metrics["settings"][0]["test_acc"]["mean"] > 0.2  # the baseline did learn something
+
+
+class RecordingSplit:
+    """Wraps the test split and records, for each read, whether test_metrics is on the stack."""
+
+    def __init__(self, split):
+        self._split, self.reads = split, []
+
+    def _record(self, what):
+        self.reads.append((what, any(f.function == "test_metrics" for f in inspect.stack())))
+
+    @property
+    def images(self):
+        self._record("images")
+        return self._split.images
+
+    @property
+    def labels(self):
+        self._record("labels")
+        return self._split.labels
+
+    def __len__(self):
+        self._record("len")
+        return len(self._split)
+
+
+def test_no_test_image_is_read_while_training_or_selecting(tmp_path, monkeypatch):
+    cfg = small_cfg(tmp_path, "eval.mix=auto", "eval.auto_candidates=[0.5]", "eval.seeds=2", "eval.steps=10",
+                    "eval.eval_every=5")
+    write_noise_dataset(cfg, per_class=5)
+    recorders = []
+
+    def instrumented(cfg, *, need_synthetic):
+        ed = load_eval_data(cfg, need_synthetic=need_synthetic)
+        ed.test = RecordingSplit(ed.test)
+        recorders.append(ed.test)
+        return ed
+
+    monkeypatch.setattr(eval_run, "load_eval_data", instrumented)
+    metrics = eval_run.evaluate(cfg)
+    reads = recorders[0].reads
+    assert len([r for r in reads if r[0] == "images"]) == 4  # once per (r, seed) run, after training
+    assert all(inside for what, inside in reads if what != "labels" or inside), reads
+    assert all(inside for what, inside in reads if what == "images"), reads
+    assert metrics["auto"]["by"] == "mean val accuracy"
+
+
+def test_rerun_trains_nothing_and_writes_outputs(tmp_path, monkeypatch, run_cli):
+    cfg = small_cfg(tmp_path, "eval.mix=0", "eval.seeds=2", "eval.steps=10", "eval.eval_every=5")
+    first = eval_run.evaluate(cfg)
+    out = cfg.run_dir() / "eval"
+    assert (out / "metrics.json").is_file() and (out / "accuracy_vs_mix.png").stat().st_size > 1000
+    assert len((out / "rows.jsonl").read_text().splitlines()) == 2
+
+    def boom(*a, **k):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(eval_run, "train_once", boom)
+    again = eval_run.evaluate(cfg)
+    assert again["settings"] == first["settings"]
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["settings"][0]["test_acc"]["n"] == 2 and saved["per_seed"][0]["n_test"] > 0
+
+
+def test_same_seed_same_result(tmp_path):
+    from genaug.evaluate.train import train_once
+
+    cfg = small_cfg(tmp_path, "eval.steps=6", "eval.eval_every=3")
+    ed = load_eval_data(cfg, need_synthetic=False)
+    a, b = train_once(cfg, ed, 0.0, 5), train_once(cfg, ed, 0.0, 5)
+    assert a["test_acc"] == b["test_acc"] and a["confusion"] == b["confusion"]
