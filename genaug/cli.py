@@ -138,7 +138,7 @@ def summarise_fidelity(result: dict) -> str:
                      f"{'-' if b is None else f'{b:.3f}'} -> {'-' if a is None else f'{a:.3f}'}{note}")
     mb, ma = result["mean_class_fid_before"], result["mean_class_fid_after"]
     if mb is not None and ma is not None:
-        lines.append(f"mean per-class FID {mb:.3f} -> {ma:.3f}; kept {result['kept']} of {result['generated']} "
+        lines.append(f"mean per-class FID over {result['mean_over_classes']} classes {mb:.3f} -> {ma:.3f}; kept {result['kept']} of {result['generated']} "
                      f"generated; rejected: " + (", ".join(f"{k} {v}" for k, v in result["reject_reasons"].items()) or "none"))
     return "\n".join(lines)
 

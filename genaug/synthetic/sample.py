@@ -224,6 +224,7 @@ def _mean(values: list) -> float | None:
 
 def _fidelity_summary(ctx: Context, per_class: dict, decision: str, rows: list[dict]) -> dict:
     sc = ctx.cfg.sample
+    both = [e for e in per_class.values() if e.get("before") and e.get("after")]
     reasons: dict[str, int] = {}
     for r in rows:
         if r["reason"]:
@@ -234,8 +235,10 @@ def _fidelity_summary(ctx: Context, per_class: dict, decision: str, rows: list[d
         "thresholds": {"filter": sc.filter, "min_confidence": sc.min_confidence, "realism_quantile": sc.realism_quantile,
                        "realism_k": sc.realism_k, "near_copy_distance": sc.near_copy_distance,
                        "max_class_fid": sc.max_class_fid, "per_class": sc.per_class},
-        "mean_class_fid_before": _mean([(e["before"] or {}).get("fid") for e in per_class.values()]),
-        "mean_class_fid_after": _mean([(e["after"] or {}).get("fid") for e in per_class.values()]),
+        # means over the classes that have both numbers, so a dropped class cannot flatter "after"
+        "mean_class_fid_before": _mean([e["before"]["fid"] for e in both]),
+        "mean_class_fid_after": _mean([e["after"]["fid"] for e in both]),
+        "mean_over_classes": len(both),
         "generated": len(rows), "kept": sum(r["kept"] for r in rows), "reject_reasons": reasons,
         "classes": per_class,
     }
