@@ -225,19 +225,29 @@ def eval_classifier_cmd(cfg: Config, mix, seeds, model, strategy) -> None:
 
 
 @cli.command("pipeline")
-@click.option("--from", "from_stage", type=click.Choice(["train", "sample", "eval", "report"]), default=None)
-@click.option("--force", is_flag=True, help="Rerun every stage.")
+@click.option("--from", "from_stage", type=click.Choice(["train", "sample", "eval", "report"]), default=None,
+              help="Rerun from this stage on.")
+@click.option("--force", is_flag=True, help="Delete the run's outputs and rerun every stage.")
 @config_options
 def pipeline_cmd(cfg: Config, from_stage, force) -> None:
-    """Run train -> sample/filter -> eval -> report, skipping up-to-date stages (SPEC §6)."""
-    _not_built("pipeline", 7)
+    """Run train -> sample/filter -> eval -> report, skipping up-to-date stages (SPEC §6).
+
+    \b
+    A stage is skipped when runs/<run>/pipeline.json records the same config hash and
+    its outputs exist; an interrupted stage resumes where it stopped."""
+    from genaug.pipeline import run_pipeline
+
+    run_pipeline(cfg, from_stage=from_stage, force=force)
+    click.echo(f"report: {cfg.run_dir() / 'report.html'} (and report.md)")
 
 
 @cli.command("report")
 @config_options
 def report_cmd(cfg: Config) -> None:
     """Write runs/<run>/report.html and report.md (SPEC §6)."""
-    _not_built("report", 7)
+    from genaug.report import write_report
+
+    click.echo(f"wrote {write_report(cfg)} and report.md")
 
 
 @cli.group("weights", cls=GenaugGroup)

@@ -58,7 +58,7 @@ class GanConfig(Section):
 class DiffusionConfig(Section):
     block_channels: tuple[int, ...] = (32, 64, 64)
     layers_per_block: int = Field(1, ge=1, le=4)
-    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"  # epsilon + cosine breaks DDIM/DPM++ here
     num_train_timesteps: int = Field(1000, ge=10)
     cfg_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     steps: int = Field(6000, ge=1)

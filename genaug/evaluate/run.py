@@ -88,7 +88,7 @@ def summarise(cfg: Config, ed: EvalData, rows: dict[float, dict[int, dict]], *, 
         "schema": 1, "run": cfg.run, "key": key, "classes": ed.classes,
         "model": cfg.eval.model, "strategy": cfg.eval.strategy, "pretrained": cfg.eval.pretrained or bool(cfg.eval.pretrained_file),
         "steps": cfg.eval.steps, "batch_size": cfg.eval.batch_size, "seeds": sorted(rows[0.0]),
-        "real": {"train": len(ed.train_x), "val": len(ed.val_x), "test": len(ed.test.labels) if hasattr(ed.test, "labels") else None},
+        "real": {"train": len(ed.train_x), "val": len(ed.val_x), "test": next(iter(rows[0.0].values()))["n_test"]},
         "synthetic": ed.synthetic, "baseline_mix": 0.0, "settings": settings,
         "per_seed": [row for r in sorted(rows) for row in rows[r].values()],
     }

@@ -57,13 +57,15 @@ def _header(cfg: Config, gen: OpenedGenerator) -> dict:
             "judge_key": judge_key(cfg), "data_hash": config_hash(cfg, "data"), "classes": gen.classes}
 
 
-def _check_header(store: Store, header: dict, force: bool) -> None:
+def _check_header(store: Store, header: dict, force: bool, replace_stale: bool = False) -> None:
     import json
 
     path = store.root / HEADER
     old = json.loads(path.read_text()) if path.is_file() else None
     if old == header and not force:
         return
+    if old is not None and replace_stale:
+        force = True
     if old is not None and not force:
         diff = sorted(k for k in header if old.get(k) != header[k])
         raise GenaugError(f"{store.root} holds images from another generator or settings ({', '.join(diff)} "
@@ -73,11 +75,13 @@ def _check_header(store: Store, header: dict, force: bool) -> None:
     atomic_write_json(path, header)
 
 
-def run_sample(cfg: Config, *, which: str | None = None, force: bool = False) -> dict:
-    """Generate, score, filter and top up ``gen_dataset/<run>/``; returns fidelity.json."""
+def run_sample(cfg: Config, *, which: str | None = None, force: bool = False, replace_stale: bool = False) -> dict:
+    """Generate, score, filter and top up ``gen_dataset/<run>/``; returns fidelity.json.
+    Images from another generator or settings are an error, or deleted first with
+    ``force`` / ``replace_stale``."""
     gen = open_generator(cfg, which)
     ctx = _context(cfg, gen.classes)
-    _check_header(ctx.store, _header(cfg, gen), force)
+    _check_header(ctx.store, _header(cfg, gen), force, replace_stale)
     rows = ctx.store.read_rows()
     ctx.store.clean(rows)
     repaired = _repair(ctx, gen, rows)

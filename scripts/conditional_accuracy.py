@@ -1,4 +1,4 @@
-"""Conditional accuracy of a trained GAN (issue #3 acceptance).
+"""Conditional accuracy of a trained generator, GAN or diffusion (issues #3 and #4).
 
 Draws N images from the EMA generator (balanced over classes, per-image seeds that the
 training-time evaluation never used) and asks a classifier trained only on the real
@@ -6,12 +6,17 @@ training split which class each one shows. By default that classifier is the run
 judge; ``--fresh`` trains an independent one with another seed, so the number does
 not come from the same model that picked the best checkpoint.
 
-    python scripts/gan_conditional_accuracy.py --run default --n 1000 [--fresh]
+    python scripts/conditional_accuracy.py --run default --n 1000 [--fresh]
+    python scripts/conditional_accuracy.py --run mnist5k_diffusion --kind diffusion --n 1000 [--fresh]
+
+Diffusion samples use the run config's sampler, steps and guidance scale unless
+``--sampler/--steps/--guidance`` say otherwise; the result names them.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 import json
 import sys
 from pathlib import Path
@@ -21,9 +26,8 @@ import torch
 from genaug.config import load_config
 from genaug.data import load_data
 from genaug.fidelity import fidelity
-from genaug.generators import load_generator
-from genaug.generators.gan_train import generate
 from genaug.judge import conditional_accuracy, train_judge
+from genaug.synthetic.generators import open_generator
 
 SEED_BASE = 1_000_000  # training-time FID uses seeds 2024..; these never overlap
 
@@ -35,20 +39,31 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--checkpoint", default="best", choices=["best", "last"])
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--fresh", action="store_true", help="train an independent classifier (seed + 1)")
+    ap.add_argument("--kind", choices=["gan", "diffusion"], default="gan")
+    ap.add_argument("--sampler", choices=["ddim", "dpm++"], default=None)
+    ap.add_argument("--steps", type=int, default=None, help="diffusion sampling steps")
+    ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
     args = ap.parse_args(argv)
     run_dir = Path(args.runs_dir) / args.run
-    cfg = load_config(run_dir / "config.yaml")
+    overrides = [f"sample.generator={args.kind}", f"paths.runs_dir={args.runs_dir}"]
+    for key, value in (("sampler", args.sampler), ("sample_steps", args.steps), ("guidance_scale", args.guidance)):
+        if value is not None:
+            overrides.append(f"diffusion.{key}={value}")
+    cfg = load_config(run_dir / "config.yaml", overrides)
     data = load_data(cfg.data)
     judge_dir = run_dir / "judge"
     if args.fresh:
         judge_dir = run_dir / "judge_fresh"
         train_judge(cfg.model_copy(update={"seed": cfg.seed + 1}), data, judge_dir)
-    G, meta = load_generator(run_dir / "gan" / args.checkpoint)
-    labels = torch.arange(args.n) % len(meta["classes"])
-    images = generate(G, labels, [SEED_BASE + i for i in range(args.n)], meta["args"]["z_dim"])
+    gen = open_generator(cfg, args.checkpoint)
+    labels = torch.arange(args.n) % len(gen.classes)
+    t0 = time.perf_counter()
+    images = gen.draw(labels, [SEED_BASE + i for i in range(args.n)])
+    seconds = time.perf_counter() - t0
     real = torch.from_numpy(data.splits["train"].images).permute(0, 3, 1, 2)
     fid = fidelity(images, real, judge_dir=judge_dir)
-    result = {"run": args.run, "checkpoint": args.checkpoint, "step": meta["step"], "n": args.n,
+    result = {"run": args.run, "checkpoint": args.checkpoint, "step": gen.step, "n": args.n, "sampler": gen.settings,
+              "sampling_seconds": round(seconds, 1),
               "classifier": str(judge_dir), "conditional_accuracy": conditional_accuracy(images, labels, judge_dir),
               "fid_judge": fid["fid"], "kid_judge": fid["kid_mean"], "n_real": fid["n_real"]}
     print(json.dumps(result))

@@ -1,0 +1,133 @@
+"""``genaug pipeline``: train -> sample/filter -> eval -> report (SPEC §6).
+
+Each stage has a hash of the config it depends on plus its upstream stage's hash. When
+a stage finishes, its hash is stamped in ``runs/<run>/pipeline.json``; a later run skips
+a stage whose stamp matches and whose outputs exist. An interrupted stage resumes: the
+trainer from its newest checkpoint, sampling and evaluation from what their files
+already hold.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from genaug.config import Config
+from genaug.errors import GenaugError
+from genaug.io import atomic_write_json, stable_hash
+from genaug.runs import config_hash
+
+STAGES = ("train", "sample", "eval", "report")
+
+
+def stage_hashes(cfg: Config) -> dict[str, str]:
+    kind = cfg.sample.generator
+    train = config_hash(cfg, "data", kind, "seed", "judge")
+    sampler = cfg.diffusion.model_dump(mode="json") if kind == "diffusion" else {}
+    sample = stable_hash({"train": train, "sample": cfg.sample.model_dump(mode="json"), "sampler": sampler,
+                          "gen_dir": cfg.paths.gen_dir})
+    evaluation = stable_hash({"sample": sample, "eval": cfg.eval.model_dump(mode="json")})
+    return {"train": train, "sample": sample, "eval": evaluation, "report": stable_hash({"eval": evaluation, "v": 1})}
+
+
+class Stamps:
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.is_file() else {}
+
+    def matches(self, stage: str, digest: str) -> bool:
+        return self.data.get(stage, {}).get("hash") == digest
+
+    def set(self, stage: str, digest: str, seconds: float) -> None:
+        self.data[stage] = {"hash": digest, "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        atomic_write_json(self.path, self.data)
+
+    def drop(self, stages: list[str]) -> None:
+        for s in stages:
+            self.data.pop(s, None)
+        atomic_write_json(self.path, self.data)
+
+
+def _outputs_exist(cfg: Config, stage: str) -> bool:
+    kind = cfg.sample.generator
+    return {
+        "train": lambda: (cfg.run_dir() / kind / "best" / "genaug.json").is_file(),
+        "sample": lambda: (cfg.gen_dir() / "fidelity.json").is_file(),
+        "eval": lambda: (cfg.run_dir() / "eval" / "metrics.json").is_file(),
+        "report": lambda: (cfg.run_dir() / "report.html").is_file(),
+    }[stage]()
+
+
+def _wipe(cfg: Config, stage: str) -> None:
+    """Delete a stage's outputs before a forced rerun."""
+    targets = {"train": [cfg.run_dir() / cfg.sample.generator, cfg.run_dir() / "judge"], "sample": [cfg.gen_dir()],
+               "eval": [cfg.run_dir() / "eval"], "report": [cfg.run_dir() / "report_assets"]}[stage]
+    for t in targets:
+        shutil.rmtree(t, ignore_errors=True)
+
+
+def _train(cfg: Config) -> None:
+    """Train, or resume an interrupted (or shorter) run of the same settings."""
+    from genaug.training import checkpoints
+
+    out = cfg.run_dir() / cfg.sample.generator
+    resume = bool(checkpoints(out / "checkpoints")) or (out / "metrics.jsonl").exists()
+    if cfg.sample.generator == "gan":
+        from genaug.generators.gan_train import train_gan as train
+    else:
+        from genaug.generators.diffusion_train import train_diffusion as train
+    try:
+        train(cfg, resume=resume)
+    except GenaugError as exc:
+        if "cannot resume" in str(exc):
+            raise GenaugError(f"{exc}; 'genaug pipeline --force' (or '--from train') retrains from scratch") from None
+        raise
+
+
+def _sample(cfg: Config) -> None:
+    from genaug.synthetic.sample import run_sample
+
+    run_sample(cfg, replace_stale=True)  # a retrained generator makes the old images stale
+
+
+def _eval(cfg: Config) -> None:
+    from genaug.evaluate.run import evaluate, results_table
+
+    print(results_table(evaluate(cfg)))
+
+
+def _report(cfg: Config) -> None:
+    from genaug.report import write_report
+
+    write_report(cfg)
+
+
+RUNNERS = {"train": _train, "sample": _sample, "eval": _eval, "report": _report}
+
+
+def run_pipeline(cfg: Config, *, from_stage: str | None = None, force: bool = False) -> dict:
+    """Run the stages in order, skipping up-to-date ones; returns {stage: 'ran'|'skipped'}."""
+    from genaug.runs import prepare_run_dir
+
+    prepare_run_dir(cfg)
+    stamps = Stamps(cfg.run_dir() / "pipeline.json")
+    hashes = stage_hashes(cfg)
+    rerun = list(STAGES) if force else list(STAGES[STAGES.index(from_stage):]) if from_stage else []
+    for stage in rerun:
+        _wipe(cfg, stage)
+    stamps.drop(rerun)
+    done = {}
+    for stage in STAGES:
+        if stamps.matches(stage, hashes[stage]) and _outputs_exist(cfg, stage):
+            print(f"[{stage}] up to date (config hash {hashes[stage]}), skipped")
+            done[stage] = "skipped"
+            continue
+        print(f"[{stage}] running")
+        t0 = time.perf_counter()
+        RUNNERS[stage](cfg)
+        stamps.set(stage, hashes[stage], time.perf_counter() - t0)
+        print(f"[{stage}] done in {time.perf_counter() - t0:.0f} s")
+        done[stage] = "ran"
+    return done
