@@ -193,3 +193,23 @@ def test_same_seed_same_result(tmp_path):
     ed = load_eval_data(cfg, need_synthetic=False)
     a, b = train_once(cfg, ed, 0.0, 5), train_once(cfg, ed, 0.0, 5)
     assert a["test_acc"] == b["test_acc"] and a["confusion"] == b["confusion"]
+
+
+def test_batches_stay_class_balanced_when_a_class_is_not_augmented(tmp_path):
+    """Synthetic slots are drawn per class; a class without synthetic images gets real ones."""
+    from genaug.evaluate.train import _batch, _by_class
+
+    cfg = small_cfg(tmp_path)
+    ed = load_eval_data(cfg, need_synthetic=False)
+    ed.syn_x = ed.train_x[ed.train_y == 0][:5]  # only class 0 "augmented"
+    ed.syn_y = torch.zeros(5, dtype=torch.long)
+    pools = (_by_class(ed.syn_y, 10), _by_class(ed.train_y, 10))
+    gens = [torch.Generator().manual_seed(k) for k in range(3)]
+    labels, used = [], 0
+    for step in range(200):
+        _, y, u = _batch(ed, step, 1.0, 20, gens, pools)
+        labels.append(y)
+        used += u
+    counts = torch.bincount(torch.cat(labels), minlength=10).float()
+    assert counts.min() / counts.max() > 0.75  # balanced, not 50% class 0
+    assert 0.05 < used / 4000 < 0.15  # about 1 in 10 slots is synthetic (class 0's)

@@ -36,7 +36,8 @@ def _key(cfg: Config, ed: EvalData) -> str:
     dump = cfg.eval.model_dump(mode="json")
     for k in ("mix", "seeds", "auto_candidates"):
         dump.pop(k)
-    return stable_hash({"eval": dump, "data": config_hash(cfg, "data"), "synthetic": ed.synthetic.get("ids_hash")})
+    return stable_hash({"eval": dump, "data": config_hash(cfg, "data"), "synthetic": ed.synthetic.get("ids_hash"),
+                        "batching": 2})  # 2: class-balanced synthetic slots
 
 
 def evaluate(cfg: Config) -> dict:
@@ -73,6 +74,7 @@ def _setting(r: float, by_seed: dict[int, dict], base: dict[int, dict]) -> dict:
         "per_class_acc": [sum(by_seed[s]["per_class_acc"][c] for s in seeds) / len(seeds) for c in range(k)],
         "confusion": [[sum(by_seed[s]["confusion"][i][j] for s in seeds) for j in range(k)] for i in range(k)],
         "seconds_per_run": sum(by_seed[s]["seconds"] for s in seeds) / len(seeds),
+        "synthetic_share_seen": sum(by_seed[s].get("synthetic_share_seen", 0.0) for s in seeds) / len(seeds),
     }
     if r > 0:
         out["gain_acc"] = paired_gain({s: base[s]["test_acc"] for s in seeds}, {s: by_seed[s]["test_acc"] for s in seeds})
@@ -103,12 +105,12 @@ def results_table(metrics: dict) -> str:
     lines = [f"{metrics['model']} ({metrics['strategy']}), {metrics['steps']} steps x {metrics['batch_size']}, "
              f"seeds {metrics['seeds']}; real train {metrics['real']['train']}, synthetic kept {metrics['synthetic']['n']}; "
              f"test n={metrics['real']['test']}; mean [95% t-interval]",
-             f"{'mix':>5}  {'test accuracy':<26} {'macro-F1':<26} {'paired gain (accuracy)':<28}"]
+             f"{'mix':>5}  {'seen syn.':>9}  {'test accuracy':<26} {'macro-F1':<26} {'paired gain (accuracy)':<28}"]
     chosen = (metrics.get("auto") or {}).get("chosen_mix")
     for s in metrics["settings"]:
         gain = fmt(s["gain_acc"], signed=True) if "gain_acc" in s else "(baseline)"
         mark = "  <- auto" if chosen == s["mix"] else ""
-        lines.append(f"{s['mix']:>5g}  {fmt(s['test_acc']):<26} {fmt(s['test_f1']):<26} {gain:<28}{mark}")
+        lines.append(f"{s['mix']:>5g}  {s['synthetic_share_seen']:>9.3f}  {fmt(s['test_acc']):<26} {fmt(s['test_f1']):<26} {gain:<28}{mark}")
     return "\n".join(lines)
 
 

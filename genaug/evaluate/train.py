@@ -2,7 +2,8 @@
 
 Every run takes exactly ``eval.steps`` optimisation steps of ``eval.batch_size``
 examples; at step t the batch holds ``floor((t+1) r B) - floor(t r B)`` synthetic
-examples, so over the run a share r is synthetic whatever B. Real indices, synthetic
+slots, so over the run a share r is synthetic whatever B (less when some classes are
+not augmented: their slots get real images, and the row records the share seen). Real indices, synthetic
 indices and augmentation come from three generators seeded by the seed alone, so the
 runs at different r with the same seed share initialisation and real-data order: the
 comparison is paired.
@@ -65,13 +66,29 @@ def predict(model: torch.nn.Module, spec: InputSpec, x: torch.Tensor, device, ba
                       for i in range(0, len(x), batch_size)])
 
 
-def _batch(ed: EvalData, step: int, r: float, b: int, gens: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+def _by_class(labels: torch.Tensor, k: int) -> list[torch.Tensor]:
+    return [torch.nonzero(labels == c).flatten() for c in range(k)]
+
+
+def _batch(ed: EvalData, step: int, r: float, b: int, gens: list[torch.Generator],
+           pools: tuple[list[torch.Tensor], list[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Batch at ``step``: ``b - n`` real examples, then ``n`` synthetic slots, each for a
+    uniformly drawn class (so synthetic data never unbalances the classes). A class
+    without kept synthetic images (not augmented) fills its slot with one of its real
+    images. Returns (images, labels, synthetic images used)."""
     n_syn = synthetic_count(step, r, b) if len(ed.syn_x) else 0
     real = torch.randint(0, len(ed.train_x), (b,), generator=gens[0])[: b - n_syn]
-    syn = torch.randint(0, max(1, len(ed.syn_x)), (b,), generator=gens[1])[:n_syn]
-    x = torch.cat([ed.train_x[real], ed.syn_x[syn]]) if n_syn else ed.train_x[real]
-    y = torch.cat([ed.train_y[real], ed.syn_y[syn]]) if n_syn else ed.train_y[real]
-    return x, y
+    cls = torch.randint(0, len(ed.classes), (b,), generator=gens[1])[:n_syn]
+    pick = torch.rand(b, generator=gens[1])[:n_syn]
+    xs, ys, used = [ed.train_x[real]], [ed.train_y[real]], 0
+    syn_pool, real_pool = pools
+    for c, u in zip(cls.tolist(), pick.tolist()):
+        pool, source = (syn_pool[c], ed.syn_x) if len(syn_pool[c]) else (real_pool[c], ed.train_x)
+        i = pool[min(int(u * len(pool)), len(pool) - 1)]
+        xs.append(source[i : i + 1])
+        ys.append(torch.tensor([c]))
+        used += source is ed.syn_x
+    return torch.cat(xs), torch.cat(ys), used
 
 
 def train_once(cfg: Config, ed: EvalData, r: float, seed: int) -> dict:
@@ -88,11 +105,13 @@ def train_once(cfg: Config, ed: EvalData, r: float, seed: int) -> dict:
     model, opt = accelerator.prepare(model, opt)
     loss_fn, mixup = _loss_and_mixup(ec, len(ed.classes))
     best = {"val_acc": -1.0, "step": 0, "state": None}
-    stale = 0
+    stale, seen, synthetic_seen = 0, 0, 0
+    pools = (_by_class(ed.syn_y, len(ed.classes)), _by_class(ed.train_y, len(ed.classes)))
     bar = tqdm(range(ec.steps), desc=f"r={r:g} seed={seed}", unit="step", leave=False)
     for step in bar:
         model.train()
-        x, y = _batch(ed, step, r, ec.batch_size, gens)
+        x, y, used = _batch(ed, step, r, ec.batch_size, gens, pools)
+        seen, synthetic_seen = seen + len(y), synthetic_seen + used
         x = spec(augment(x, ec.augment, gens[2]).to(accelerator.device))
         y = y.to(accelerator.device)
         if mixup is not None:
@@ -116,6 +135,7 @@ def train_once(cfg: Config, ed: EvalData, r: float, seed: int) -> dict:
     model = accelerator.unwrap_model(model)
     model.load_state_dict(best["state"])
     row = {"mix": r, "seed": seed, "val_acc": best["val_acc"], "best_step": best["step"], "steps": ec.steps,
+           "synthetic_share_seen": round(synthetic_seen / max(1, seen), 4),
            **test_metrics(model, spec, ed, accelerator.device)}
     row["seconds"] = round(time.perf_counter() - t0, 2)
     return row
