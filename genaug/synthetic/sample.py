@@ -82,7 +82,7 @@ def run_sample(cfg: Config, *, which: str | None = None, force: bool = False, re
     gen = open_generator(cfg, which)
     ctx = _context(cfg, gen.classes)
     _check_header(ctx.store, _header(cfg, gen), force, replace_stale)
-    rows = ctx.store.read_rows()
+    rows = ctx.store.read_rows(scored=True)
     ctx.store.clean(rows)
     repaired = _repair(ctx, gen, rows)
     added = _top_up(ctx, gen, rows)
@@ -99,7 +99,7 @@ def run_filter(cfg: Config) -> dict:
     if not (cfg.gen_dir() / MANIFEST).is_file() or not header_path.is_file():
         raise GenaugError(f"no synthetic data set at {cfg.gen_dir()}: run 'genaug sample' first")
     ctx = _context(cfg, json.loads(header_path.read_text()).get("classes"))
-    rows = ctx.store.read_rows()
+    rows = ctx.store.read_rows(scored=True)
     missing = [r["id"] for r in rows if ctx.store.locate(r["label"], r["id"]) is None]
     if missing:
         raise GenaugError(f"{len(missing)} image(s) of the manifest are missing (e.g. {missing[0]}): "

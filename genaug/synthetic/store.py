@@ -28,6 +28,7 @@ from genaug.io import atomic_write_bytes, atomic_write_text, read_jsonl, safe_jo
 KEPT, REJECTED = "images", "rejected"
 MANIFEST, FIDELITY, HEADER = "manifest.jsonl", "fidelity.json", "sample.json"
 ID_RE = re.compile(r"^c(\d{4})_(\d{7})$")
+SCORES = ("confidence", "judge_pred", "feature_distance", "nn_distance", "seed")
 REASONS = ("judge_disagrees", "low_confidence", "unrealistic", "near_copy", "surplus", "class_short", "class_fid")
 
 
@@ -96,12 +97,15 @@ class Store:
         arr = arr[:, :, None] if arr.ndim == 2 else arr
         return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
 
-    def read_rows(self) -> list[dict]:
+    def read_rows(self, *, scored: bool = False) -> list[dict]:
         """Manifest rows, last line per id winning; rows with an id or label that does
-        not fit this data set are dropped (a torn last line is dropped by read_jsonl)."""
+        not fit this data set (or, with ``scored``, without numeric scores) are dropped;
+        a torn last line is dropped by read_jsonl."""
         rows: dict[str, dict] = {}
         for row in read_jsonl(self.root / MANIFEST):
             m = ID_RE.match(str(row.get("id", "")))
+            if scored and not all(isinstance(row.get(k), (int, float)) for k in SCORES):
+                continue
             if m and int(m.group(1)) == row.get("label") and 0 <= row["label"] < len(self.classes):
                 row["index"] = int(m.group(2))
                 rows[row["id"]] = row
