@@ -10,7 +10,7 @@ from typing import Callable
 import click
 
 from genaug.config import Config, load_config
-from genaug.errors import GenaugError, NotBuiltError
+from genaug.errors import GenaugError
 
 
 class _UserError(click.ClickException):
@@ -77,10 +77,6 @@ def summarise_training(out) -> str:
     return (f"done: best/ = step {best['step']} {quality}"
             + (f", judge accuracy on samples {acc:.3f}" if acc is not None else "")
             + f"; weights in {out}/best and {out}/last, metrics in {out}/metrics.jsonl")
-
-
-def _not_built(command: str, issue: int) -> None:
-    raise NotBuiltError(f"'genaug {command}' is not built yet (tracked in issue #{issue}); nothing was run")
 
 
 @click.group(cls=GenaugGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

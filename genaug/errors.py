@@ -17,8 +17,3 @@ class ConfigError(GenaugError):
 class DataError(GenaugError):
     """Missing, empty, unreadable or inconsistent input data."""
 
-
-class NotBuiltError(GenaugError):
-    """A command that exists in the CLI contract but is not implemented yet."""
-
-    exit_code = 2

@@ -160,7 +160,7 @@ IMPORTERS = {"inception": import_inception,
 
 def import_weights(name: str) -> Path:
     if name not in IMPORTERS:
-        raise GenaugError(f"importing '{name}' is not built yet (known: {', '.join(IMPORTERS)})")
+        raise GenaugError(f"no importer for '{name}' (known: {', '.join(IMPORTERS)})")
     return IMPORTERS[name]()
 
 

@@ -88,13 +88,6 @@ def test_value_out_of_range_is_named(run_cli):
     _one_line_error(run_cli("train-gan", "--set", "gan.batch_size=1"), "gan.batch_size")
 
 
-@pytest.mark.parametrize("args", [["eval-classifier"], ["pipeline"], ["report"]])
-def test_unbuilt_commands_say_so_and_exit_2(run_cli, args):
-    result = run_cli(*args)
-    assert result.exit_code == 2
-    _one_line_error(result, "not built yet")
-
-
 def test_sample_and_filter_without_inputs_say_what_to_run(run_cli, tmp_path):
     sample = run_cli("sample", "--set", f"paths.runs_dir={tmp_path}", "--run", "nothing")
     assert sample.exit_code == 1
