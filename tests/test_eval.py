@@ -213,3 +213,8 @@ def test_batches_stay_class_balanced_when_a_class_is_not_augmented(tmp_path):
     counts = torch.bincount(torch.cat(labels), minlength=10).float()
     assert counts.min() / counts.max() > 0.75  # balanced, not 50% class 0
     assert 0.05 < used / 4000 < 0.15  # about 1 in 10 slots is synthetic (class 0's)
+
+
+def test_unknown_model_is_a_config_error():
+    with pytest.raises(ConfigError, match="nosuch_model"):
+        create_classifier(EvalConfig(model="nosuch_model"), num_classes=3, channels=1, data_size=28)

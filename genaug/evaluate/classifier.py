@@ -71,14 +71,13 @@ def create_classifier(ec: EvalConfig, *, num_classes: int, channels: int, data_s
         kw["img_size"] = size
     try:
         model = timm.create_model(ec.model, num_classes=num_classes, in_chans=channels, **kw)
-    except RuntimeError as exc:
-        raise ConfigError(f"eval.model '{ec.model}': {str(exc).splitlines()[0]}") from None
-    except Exception as exc:  # timm raises a bare RuntimeError/URLError/... when a download fails offline
-        if pretrained and not ec.pretrained_file:
-            raise ConfigError(f"pretrained weights for '{ec.model}' could not be loaded ({type(exc).__name__}); "
+    except Exception as exc:  # an unknown name, or a hub download that failed (offline): one clear line
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        if pretrained and not ec.pretrained_file and "Unknown model" not in first:
+            raise ConfigError(f"pretrained weights for '{ec.model}' could not be loaded ({type(exc).__name__}: {first}); "
                               "offline, import them ('genaug weights import efficientnet-lite0') or set "
                               "eval.pretrained_file") from None
-        raise
+        raise ConfigError(f"eval.model '{ec.model}': {first}") from None
     cfg = timm.data.resolve_data_config({}, model=model)
     if size is None:
         size = cfg["input_size"][-1] if pretrained else data_size
