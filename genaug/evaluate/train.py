@@ -15,7 +15,6 @@ import math
 import time
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
@@ -26,6 +25,7 @@ from tqdm import tqdm
 from genaug.config import Config, EvalConfig
 from genaug.evaluate.classifier import InputSpec, apply_strategy, create_classifier
 from genaug.evaluate.data import EvalData
+from genaug.judge import random_shift
 
 
 def synthetic_count(step: int, r: float, batch: int) -> int:
@@ -38,12 +38,8 @@ def augment(x: torch.Tensor, kind: str, g: torch.Generator, pad: int = 2) -> tor
     every batch of the same size, so paired runs stay in step."""
     if kind == "none":
         return x
-    b, _, h, w = x.shape
-    padded = F.pad(x.float(), (pad,) * 4, mode="replicate")
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=g)
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=g)
-    flip = torch.rand(b, generator=g) < 0.5
-    out = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
+    out = random_shift(x.float(), g, pad)  # the judge's shift: same draws (dx, then dy)
+    flip = torch.rand(len(x), generator=g) < 0.5
     if kind == "shift_flip":
         out = torch.where(flip.view(-1, 1, 1, 1), out.flip(-1), out)
     return out.round().to(torch.uint8)
