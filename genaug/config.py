@@ -30,6 +30,8 @@ class DataConfig(Section):
     test_fraction: float = Field(0.2, ge=0.0, lt=0.9, description="only used when the source has no test split")
     split_seed: int = Field(0, ge=0)
     real_per_class: Optional[int] = Field(None, ge=1, description="keep only K training images per class")
+    imbalance: Optional[float] = Field(None, gt=0.0, le=1.0, description="long-tailed training split: the last class "
+                                       "keeps this share of the largest one (exponential profile); None = as is")
     skip_bad_images: bool = False
     download: bool = Field(True, description="allow torchvision downloads for online sources")
 
@@ -133,6 +135,8 @@ class EvalConfig(Section):
     mixup: float = Field(0.0, ge=0.0)
     cutmix: float = Field(0.0, ge=0.0)
     augment: Literal["none", "shift", "shift_flip"] = "shift"
+    real_sampling: Literal["uniform", "balanced"] = Field(
+        "uniform", description="real examples drawn uniformly over images, or over classes first (resampling baseline)")
     eval_every: int = Field(100, ge=1, description="val accuracy every N steps; the best-val weights are tested")
     patience: int = Field(0, ge=0, description="stop after N evaluations without val improvement; 0 = never")
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
@@ -146,12 +150,17 @@ class PathsConfig(Section):
 class Config(Section):
     run: str = Field("default", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     seed: int = Field(0, ge=0)
-    data: DataConfig = DataConfig()
-    gan: GanConfig = GanConfig()
+    # The built-in default run (configs/mnist5k_gan.yaml spells it out): a long-tailed
+    # MNIST-5k training split and settings sized for <= 10 minutes of `genaug pipeline`
+    # on a 2-core CPU. A config file's sections start from the section defaults instead.
+    data: DataConfig = DataConfig(imbalance=0.05)
+    gan: GanConfig = GanConfig(lr_g=8e-4, lr_d=8e-4, aux_weight=0.3, diffaugment="translation,cutout,color", steps=1200,
+                               eval_every=400, checkpoint_every=400, fid_samples=500)
     diffusion: DiffusionConfig = DiffusionConfig()
-    judge: JudgeConfig = JudgeConfig()
-    sample: SampleConfig = SampleConfig()
-    eval: EvalConfig = EvalConfig()
+    judge: JudgeConfig = JudgeConfig(lr=4e-3, steps=400)
+    sample: SampleConfig = SampleConfig(min_confidence=0.6)
+    eval: EvalConfig = EvalConfig(model="resnet_small28", lr=4e-3, steps=400, batch_size=32, eval_every=50, seeds=4,
+                                  mix="0.5")
     paths: PathsConfig = PathsConfig()
 
     def run_dir(self) -> Path:
@@ -234,8 +243,10 @@ def _valid_keys_hint(dotted: str) -> str:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Build a :class:`Config` from an optional YAML file plus ``key=value`` overrides."""
-    tree: dict = {}
+    """Build a :class:`Config` from an optional YAML file plus ``key=value`` overrides.
+    Without a file the overrides apply to the built-in default run (``Config()``); a
+    file's sections start from the section defaults."""
+    tree: dict = Config().model_dump(mode="json") if path is None else {}
     if path is not None:
         p = Path(path)
         if not p.is_file():

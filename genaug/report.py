@@ -14,6 +14,8 @@ import numpy as np
 from PIL import Image
 
 from genaug.config import Config
+from genaug.evaluate.plots import png_bytes
+from genaug.evaluate.run import rebalancing_caution
 from genaug.io import atomic_write_bytes, atomic_write_text, read_jsonl
 
 SCALE, PER_SIDE = 2, 8
@@ -84,10 +86,7 @@ def _curves(rows: list[dict]) -> bytes | None:
     for ax in axes:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 class Doc:
@@ -183,6 +182,7 @@ def write_report(cfg: Config) -> Path:
     _generator(doc, cfg, best, judge, read_jsonl(run_dir / kind / "metrics.jsonl"))
     _images(doc, cfg, data, fidelity)
     _fidelity(doc, fidelity)
+    _explain(doc, cfg, metrics, data)
     _reproduce(doc, cfg)
     title = f"genaug report: run '{cfg.run}' ({kind} on {cfg.data.source})"
     atomic_write_text(run_dir / "report.md", doc.markdown(title))
@@ -208,6 +208,9 @@ def _summary(doc: Doc, cfg: Config, metrics: dict | None) -> None:
             verdict = "no significant difference: the 95% interval contains zero"
         doc.p(f"Synthetic share r = {s['mix']:g}: test accuracy {s['test_acc']['mean']:.4f} vs {base['test_acc']['mean']:.4f} "
               f"real only; paired gain {_ci(g, True)} over {g['n']} seeds: {verdict}.")
+    caution = rebalancing_caution(metrics)
+    if caution:
+        doc.p(caution)
     doc.p(f"Classifier {metrics['model']} ({metrics['strategy']}, {'pretrained' if metrics['pretrained'] else 'from scratch'}), "
           f"{metrics['steps']} steps x {metrics['batch_size']}; real training images {metrics['real']['train']}, "
           f"validation {metrics['real']['val']}, test {metrics['real']['test']}; kept synthetic images "
@@ -283,6 +286,19 @@ def _fidelity(doc: Doc, fidelity: dict | None) -> None:
         doc.p(f"Mean per-class FID over the {fidelity.get('mean_over_classes', '')} classes with both: "
               f"{fidelity['mean_class_fid_before']:.3f} before filtering, {fidelity['mean_class_fid_after']:.3f} after. "
               f"Rejected: {json.dumps(fidelity['reject_reasons'])}.")
+
+
+def _explain(doc: Doc, cfg: Config, metrics: dict | None, data) -> None:
+    if not metrics:
+        return
+    from genaug.gradcam import panel
+
+    doc.h("Where the classifiers look (Grad-CAM)")
+    image, caption = panel(cfg, metrics, data.splits["test"], data.classes)
+    if image is None:
+        doc.p(caption)
+    else:
+        doc.img("gradcam.png", image, caption)
 
 
 def _reproduce(doc: Doc, cfg: Config) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
@@ -187,6 +188,20 @@ def batch_indices(seed: int, step: int, n: int, per_proc: int, world: int, rank:
     """This rank's slice of step ``step``'s global batch (drawn with replacement from n)."""
     g = step_generator(seed, step, 0, torch.device("cpu"))
     return torch.randint(0, n, (per_proc * world,), generator=g)[rank * per_proc : (rank + 1) * per_proc]
+
+
+def eval_labels(n: int, train_labels, num_classes: int, min_per_class: int = 10) -> torch.Tensor:
+    """Labels for the training-time FID samples: in the training split's class
+    proportions (so a long-tailed split is compared with a long-tailed sample set), at
+    least ``min_per_class`` each (the grid shows 10 per class). Balanced data gives
+    ``arange(n) % num_classes`` up to order."""
+    counts = np.bincount(np.asarray(train_labels), minlength=num_classes).astype(float)
+    spare = max(0, n - min_per_class * num_classes)
+    share = spare * counts / counts.sum()
+    extra = np.floor(share).astype(int)
+    extra[np.argsort(-(share - extra), kind="stable")[: spare - extra.sum()]] += 1  # largest remainders
+    per_class = extra + min(min_per_class, n // num_classes)
+    return torch.cat([torch.full((int(k),), c) for c, k in enumerate(per_class)]).long()
 
 
 def score_samples(cfg: Config, images: torch.Tensor, labels: torch.Tensor, real: torch.Tensor, *, step: int, out: Path,

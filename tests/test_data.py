@@ -51,6 +51,18 @@ def test_real_per_class_subsets_train_only(mnist):
     assert small.splits["val"].ids == mnist.splits["val"].ids
 
 
+def test_imbalance_makes_a_long_tail_of_train_only(mnist):
+    lt = load_data(DataConfig(source="mnist5k", imbalance=0.05))
+    counts = lt.splits["train"].counts(10)
+    full = mnist.splits["train"].counts(10)
+    assert counts[0] == full[0] and counts[-1] == round(full[0] * 0.05)  # head keeps all, tail 5% of it
+    assert counts == sorted(counts, reverse=True) and len(set(counts)) == 10
+    assert _ids(lt, "train") <= _ids(mnist, "train")
+    assert lt.splits["test"].ids == mnist.splits["test"].ids and lt.splits["val"].ids == mnist.splits["val"].ids
+    both = load_data(DataConfig(source="mnist5k", real_per_class=20, imbalance=0.1))
+    assert both.splits["train"].counts(10)[0] == 20 and both.splits["train"].counts(10)[-1] == 2
+
+
 def test_resize_and_channels_conform(mnist):
     data = load_data(DataConfig(source="mnist5k", image_size=32, channels=3, real_per_class=2))
     assert data.splits["train"].images.shape[1:] == (32, 32, 3)

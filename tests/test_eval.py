@@ -215,6 +215,22 @@ def test_batches_stay_class_balanced_when_a_class_is_not_augmented(tmp_path):
     assert 0.05 < used / 4000 < 0.15  # about 1 in 10 slots is synthetic (class 0's)
 
 
+def test_balanced_real_sampling_evens_out_a_long_tail(tmp_path):
+    """eval.real_sampling=balanced draws a class first: the resampling baseline."""
+    from genaug.evaluate.train import _batch, _by_class
+
+    cfg = small_cfg(tmp_path, "data.real_per_class=null", "data.imbalance=0.05")
+    ed = load_eval_data(cfg, need_synthetic=False)
+    pools = (_by_class(ed.syn_y, 10), _by_class(ed.train_y, 10))
+    counts = {}
+    for balanced in (False, True):
+        gens = [torch.Generator().manual_seed(k) for k in range(3)]
+        y = torch.cat([_batch(ed, step, 0.0, 32, gens, pools, balanced=balanced)[1] for step in range(100)])
+        counts[balanced] = torch.bincount(y, minlength=10).float()
+    assert counts[False][0] / counts[False][9] > 8  # uniform over images follows the long tail
+    assert counts[True].min() / counts[True].max() > 0.7
+
+
 def test_unknown_model_is_a_config_error():
     with pytest.raises(ConfigError, match="nosuch_model"):
         create_classifier(EvalConfig(model="nosuch_model"), num_classes=3, channels=1, data_size=28)

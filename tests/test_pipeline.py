@@ -33,6 +33,10 @@ def test_pipeline_runs_then_skips_then_forces(tmp_path, monkeypatch):
     html = (run / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5 and "paired gain" in html and "genaug pipeline --config" in html
     assert all((run / m).is_file() for m in re.findall(r"\]\((report_assets/[^)]+)\)", (run / "report.md").read_text()))
+    # Grad-CAM: the first seed's weights are kept for r = 0 and r = 0.3 and the panel is drawn from them
+    assert (run / "eval" / "models" / "r0_seed0.safetensors").is_file()
+    assert (run / "eval" / "models" / "r0.3_seed0.safetensors").is_file()
+    assert "Grad-CAM" in html and (run / "report_assets" / "gradcam.png").is_file()
 
     def boom(*a, **k):
         raise AssertionError("a stage ran again")

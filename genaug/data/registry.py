@@ -81,6 +81,7 @@ def load_data(cfg: DataConfig) -> LabeledData:
         test_fraction=cfg.test_fraction,
         seed=cfg.split_seed,
         real_per_class=cfg.real_per_class,
+        imbalance=cfg.imbalance,
     )
     wanted = {"train": 1.0, "val": cfg.val_fraction, "test": 0.0 if "test" in raw.pools else cfg.test_fraction}
     for name, split in splits.items():

@@ -3,8 +3,11 @@
 Sources hand over whatever splits they have ("pools"). Missing ones are carved from
 ``train``, stratified per class, with ``numpy.random.default_rng(split_seed)``:
 test first (only when the source has no official test split), then val. Finally
-``real_per_class: K`` keeps K training images per class, chosen with the same seed.
-The val and test splits never depend on K, so runs at different K share them.
+``real_per_class: K`` keeps K training images per class, chosen with the same seed, and
+``imbalance: rho`` then makes the training split long-tailed: the i-th of C classes
+keeps ``round(n_max * rho ** (i / (C - 1)))`` images (at least 1), the exponential
+profile of the CIFAR-10-LT benchmarks. The val and test splits never depend on K or
+rho, so runs at different settings share them (and test stays balanced).
 """
 
 from __future__ import annotations
@@ -30,14 +33,23 @@ def _carve(split: Split, fraction: float, rng: np.random.Generator) -> tuple[np.
     return np.sort(np.concatenate(rest)), np.sort(np.concatenate(carved))
 
 
-def subset_per_class(split: Split, k: int, seed: int) -> Split:
-    """Keep at most ``k`` images per class (seeded; a class with fewer keeps all)."""
+def subset_per_class(split: Split, k: int | dict[int, int], seed: int) -> Split:
+    """Keep at most ``k`` images per class, or ``k[c]`` for class c (seeded; a class with
+    fewer keeps all)."""
     rng = np.random.default_rng([seed, 1])
     keep = []
     for c in np.unique(split.labels):
         idx = np.flatnonzero(split.labels == c)
-        keep.append(np.sort(idx[rng.permutation(len(idx))[:k]]))
+        keep.append(np.sort(idx[rng.permutation(len(idx))[: k if isinstance(k, int) else k[int(c)]]]))
     return split.subset(np.sort(np.concatenate(keep)))
+
+
+def long_tail_counts(counts: dict[int, int], ratio: float) -> dict[int, int]:
+    """Per-class sizes of an exponential long tail: class order i = 0..C-1 keeps
+    ``n_max * ratio ** (i / (C - 1))`` (never more than it has, at least 1)."""
+    classes, n_max = sorted(counts), max(counts.values())
+    steps = max(1, len(classes) - 1)
+    return {c: max(1, min(counts[c], int(round(n_max * ratio ** (i / steps))))) for i, c in enumerate(classes)}
 
 
 def make_splits(
@@ -47,8 +59,9 @@ def make_splits(
     test_fraction: float,
     seed: int,
     real_per_class: int | None = None,
+    imbalance: float | None = None,
 ) -> dict[str, Split]:
-    """Complete ``pools`` to train/val/test and apply ``real_per_class``."""
+    """Complete ``pools`` to train/val/test and apply ``real_per_class`` and ``imbalance``."""
     train = pools["train"]
     out: dict[str, Split] = {}
     if "test" in pools:
@@ -63,5 +76,8 @@ def make_splits(
         out["val"], train = train.subset(val), train.subset(rest)
     if real_per_class is not None:
         train = subset_per_class(train, real_per_class, seed)
+    if imbalance is not None and imbalance < 1:
+        counts = {int(c): int(n) for c, n in zip(*np.unique(train.labels, return_counts=True))}
+        train = subset_per_class(train, long_tail_counts(counts, imbalance), seed)
     out["train"] = train
     return {name: out[name] for name in ("train", "val", "test")}

@@ -15,6 +15,18 @@ def _save(fig, path: Path) -> str:
     return path.name
 
 
+def png_bytes(fig, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (closed afterwards), for images embedded in the report."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def write_plots(metrics: dict, out: Path) -> list[str]:
     import matplotlib
 

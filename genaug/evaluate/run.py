@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from genaug.config import Config
 from genaug.errors import ConfigError
 from genaug.evaluate.data import EvalData, load_eval_data
@@ -50,7 +52,8 @@ def evaluate(cfg: Config) -> dict:
     for r in mixes:
         for s in seeds:
             if (r, s) not in done:
-                row = {"key": key, **train_once(cfg, ed, r, s)}
+                save = model_path(out, r, s) if s == seeds[0] else None  # first seed: weights for Grad-CAM
+                row = {"key": key, **train_once(cfg, ed, r, s, save_to=save, save_meta={"key": key})}
                 append_jsonl(out / "rows.jsonl", row)
                 done[(r, s)] = row
     rows = {r: {s: done[(r, s)] for s in seeds} for r in mixes}
@@ -90,7 +93,9 @@ def summarise(cfg: Config, ed: EvalData, rows: dict[float, dict[int, dict]], *, 
         "schema": 1, "run": cfg.run, "key": key, "classes": ed.classes,
         "model": cfg.eval.model, "strategy": cfg.eval.strategy, "pretrained": cfg.eval.pretrained or bool(cfg.eval.pretrained_file),
         "steps": cfg.eval.steps, "batch_size": cfg.eval.batch_size, "seeds": sorted(rows[0.0]),
-        "real": {"train": len(ed.train_x), "val": len(ed.val_x), "test": next(iter(rows[0.0].values()))["n_test"]},
+        "real": {"train": len(ed.train_x), "val": len(ed.val_x), "test": next(iter(rows[0.0].values()))["n_test"],
+                 "train_per_class": torch.bincount(ed.train_y, minlength=len(ed.classes)).tolist()},
+        "real_sampling": cfg.eval.real_sampling,
         "synthetic": ed.synthetic, "baseline_mix": 0.0, "settings": settings,
         "per_seed": [row for r in sorted(rows) for row in rows[r].values()],
     }
@@ -99,6 +104,17 @@ def summarise(cfg: Config, ed: EvalData, rows: dict[float, dict[int, dict]], *, 
         metrics["auto"] = {"chosen_mix": best["mix"], "by": "mean val accuracy",
                            "val_acc_by_mix": {str(s["mix"]): s["val_acc"]["mean"] for s in settings}}
     return metrics
+
+
+def rebalancing_caution(metrics: dict) -> str | None:
+    """A warning when a gain may be class rebalancing rather than the generator's doing."""
+    counts = [c for c in metrics["real"].get("train_per_class", []) if c]
+    if not counts or max(counts) <= 1.5 * min(counts) or metrics.get("real_sampling", "uniform") != "uniform":
+        return None
+    return (f"Caution: the training split is imbalanced ({max(counts)} to {min(counts)} images per class) and synthetic "
+            "slots are spread evenly over the classes, so part or all of a gain can come from rebalancing rather than "
+            "from the generator. The resampling baseline separates the two: 'genaug eval-classifier --set "
+            "eval.real_sampling=balanced' draws real images class-first (earlier rows are kept and reused).")
 
 
 def results_table(metrics: dict) -> str:
@@ -111,7 +127,14 @@ def results_table(metrics: dict) -> str:
         gain = fmt(s["gain_acc"], signed=True) if "gain_acc" in s else "(baseline)"
         mark = "  <- auto" if chosen == s["mix"] else ""
         lines.append(f"{s['mix']:>5g}  {s['synthetic_share_seen']:>9.3f}  {fmt(s['test_acc']):<26} {fmt(s['test_f1']):<26} {gain:<28}{mark}")
+    caution = rebalancing_caution(metrics)
+    if caution:
+        lines.append(caution)
     return "\n".join(lines)
+
+
+def model_path(out: Path, r: float, seed: int) -> Path:
+    return out / "models" / f"r{r:g}_seed{seed}.safetensors"
 
 
 def eval_dir(cfg: Config) -> Path:

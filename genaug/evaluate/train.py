@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from safetensors.torch import save_file
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
@@ -67,17 +69,26 @@ def _by_class(labels: torch.Tensor, k: int) -> list[torch.Tensor]:
 
 
 def _batch(ed: EvalData, step: int, r: float, b: int, gens: list[torch.Generator],
-           pools: tuple[list[torch.Tensor], list[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Batch at ``step``: ``b - n`` real examples, then ``n`` synthetic slots, each for a
-    uniformly drawn class (so synthetic data never unbalances the classes). A class
-    without kept synthetic images (not augmented) fills its slot with one of its real
-    images. Returns (images, labels, synthetic images used)."""
+           pools: tuple[list[torch.Tensor], list[torch.Tensor]], balanced: bool = False
+           ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Batch at ``step``: ``b - n`` real examples (uniform over images, or with
+    ``balanced`` over classes first), then ``n`` synthetic slots, each for a uniformly
+    drawn class (so synthetic data never unbalances the classes). A class without kept
+    synthetic images (not augmented) fills its slot with one of its real images.
+    Returns (images, labels, synthetic images used)."""
     n_syn = synthetic_count(step, r, b) if len(ed.syn_x) else 0
-    real = torch.randint(0, len(ed.train_x), (b,), generator=gens[0])[: b - n_syn]
+    syn_pool, real_pool = pools
+    if balanced:  # a uniformly drawn class (of those with training images), then one of its images
+        present = [pool for pool in real_pool if len(pool)]
+        which = torch.randint(0, len(present), (b,), generator=gens[0])[: b - n_syn]
+        u = torch.rand(b, generator=gens[0])[: b - n_syn]
+        real = torch.tensor([int(present[c][min(int(v * len(present[c])), len(present[c]) - 1)])
+                             for c, v in zip(which.tolist(), u.tolist())], dtype=torch.long)
+    else:
+        real = torch.randint(0, len(ed.train_x), (b,), generator=gens[0])[: b - n_syn]
     cls = torch.randint(0, len(ed.classes), (b,), generator=gens[1])[:n_syn]
     pick = torch.rand(b, generator=gens[1])[:n_syn]
     xs, ys, used = [ed.train_x[real]], [ed.train_y[real]], 0
-    syn_pool, real_pool = pools
     for c, u in zip(cls.tolist(), pick.tolist()):
         pool, source = (syn_pool[c], ed.syn_x) if len(syn_pool[c]) else (real_pool[c], ed.train_x)
         i = pool[min(int(u * len(pool)), len(pool) - 1)]
@@ -87,8 +98,11 @@ def _batch(ed: EvalData, step: int, r: float, b: int, gens: list[torch.Generator
     return torch.cat(xs), torch.cat(ys), used
 
 
-def train_once(cfg: Config, ed: EvalData, r: float, seed: int) -> dict:
-    """Train at share ``r`` with ``seed``; returns the per-seed row (val and test metrics)."""
+def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | None = None,
+               save_meta: dict[str, str] | None = None) -> dict:
+    """Train at share ``r`` with ``seed``; returns the per-seed row (val and test metrics).
+    With ``save_to``, the selected (best-val) weights are written there as safetensors
+    (the report's Grad-CAM panels load them)."""
     ec, t0 = cfg.eval, time.perf_counter()
     torch.manual_seed(seed)
     gens = [torch.Generator().manual_seed(seed * 7919 + k) for k in range(3)]  # real, synthetic, augmentation
@@ -106,7 +120,7 @@ def train_once(cfg: Config, ed: EvalData, r: float, seed: int) -> dict:
     bar = tqdm(range(ec.steps), desc=f"r={r:g} seed={seed}", unit="step", leave=False)
     for step in bar:
         model.train()
-        x, y, used = _batch(ed, step, r, ec.batch_size, gens, pools)
+        x, y, used = _batch(ed, step, r, ec.batch_size, gens, pools, balanced=ec.real_sampling == "balanced")
         seen, synthetic_seen = seen + len(y), synthetic_seen + used
         x = spec(augment(x, ec.augment, gens[2]).to(accelerator.device))
         y = y.to(accelerator.device)
@@ -130,6 +144,11 @@ def train_once(cfg: Config, ed: EvalData, r: float, seed: int) -> dict:
                     break
     model = accelerator.unwrap_model(model)
     model.load_state_dict(best["state"])
+    if save_to is not None:
+        save_to.parent.mkdir(parents=True, exist_ok=True)
+        tmp = save_to.with_name(save_to.name + ".tmp")
+        save_file({k: v.contiguous() for k, v in best["state"].items()}, str(tmp), metadata=save_meta)
+        tmp.replace(save_to)
     row = {"mix": r, "seed": seed, "val_acc": best["val_acc"], "best_step": best["step"], "steps": ec.steps,
            "synthetic_share_seen": round(synthetic_seen / max(1, seen), 4),
            **test_metrics(model, spec, ed, accelerator.device)}

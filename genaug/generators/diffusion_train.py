@@ -23,7 +23,7 @@ from genaug.data import LabeledData, load_data
 from genaug.generators.diffusion import build_unet, noise_scheduler, sample
 from genaug.io import atomic_write_json, replace_dir, staging_dir
 from genaug.runs import config_hash
-from genaug.training import (TrainState, batch_indices, check_finite, log_metrics, make_accelerator,
+from genaug.training import (TrainState, eval_labels, batch_indices, check_finite, log_metrics, make_accelerator,
                              run_steps, save_checkpoint, score_samples, step_generator,
                              start_run, resume_run)
 
@@ -113,7 +113,7 @@ def _meta(cfg: Config, data: LabeledData, parts: DiffusionParts, state: TrainSta
 def _evaluate(cfg, data, parts, state, out: Path, real: torch.Tensor, unet) -> dict:
     """Grid + FID/KID of the EMA UNet's samples against the real training split; updates best/."""
     dc = cfg.diffusion
-    labels = torch.arange(dc.fid_samples) % data.num_classes
+    labels = eval_labels(dc.fid_samples, data.splits["train"].labels, data.num_classes)
     images = sample(unet, dict(parts.scheduler.config), labels, [EVAL_SEED + i for i in range(len(labels))],
                     sampler=dc.sampler, steps=dc.sample_steps, guidance_scale=dc.guidance_scale)
     row, metrics = score_samples(cfg, images, labels, real, step=state.step, out=out)

@@ -19,7 +19,7 @@ from genaug.generators import save_generator
 from genaug.generators.dcgan import Discriminator, Generator, aux_loss, d_loss, g_loss
 from genaug.generators.diffaugment import diff_augment, parse_policy
 from genaug.runs import config_hash
-from genaug.training import (TrainState, batch_indices, check_finite, log_metrics, make_accelerator,
+from genaug.training import (TrainState, eval_labels, batch_indices, check_finite, log_metrics, make_accelerator,
                              run_steps, save_checkpoint, score_samples, step_generator,
                              to_uint8, start_run, resume_run)
 
@@ -90,7 +90,7 @@ def generate(G: torch.nn.Module, labels: torch.Tensor, seeds: list[int], z_dim: 
 
 def _evaluate(cfg: Config, data: LabeledData, ema_G, state: TrainState, out: Path, real: torch.Tensor) -> dict:
     """Grid + FID/KID of the EMA generator against the real training split; updates best/."""
-    labels = torch.arange(cfg.gan.fid_samples) % data.num_classes
+    labels = eval_labels(cfg.gan.fid_samples, data.splits["train"].labels, data.num_classes)
     images = generate(ema_G, labels, [EVAL_SEED + i for i in range(len(labels))], cfg.gan.z_dim)
     row, metrics = score_samples(cfg, images, labels, real, step=state.step, out=out, extractor=cfg.gan.fid_extractor)
     if metrics["fid"] < state.best_fid:
