@@ -55,6 +55,7 @@ def config_options(fn: Callable) -> Callable:
             extra.append(f"data.root={data_root}")
         extra += [f"{k}={v}" for k, v in kwargs.pop("_cli_overrides", {}).items()]
         cfg = load_config(config_path, extra)
+        click.get_current_context().meta["genaug_explicit"] = {"config": config_path, "overrides": extra}
         if dry_run:
             click.echo(cfg.to_yaml(), nl=False)
             return None
@@ -274,6 +275,15 @@ def data_group() -> None:
     """Inspect and export data sources (ImageFolder paths or built-in names)."""
 
 
+def _source_data(cfg: Config, source: str):
+    """The data settings for a data command on SOURCE: the config's, except that the
+    built-in default run's long tail (``data.imbalance``) applies only when asked for
+    (a config file or ``--set data.imbalance=...``): these commands describe a source."""
+    explicit = click.get_current_context().meta.get("genaug_explicit", {})
+    asked = explicit.get("config") or any(o.startswith("data.imbalance=") for o in explicit.get("overrides", []))
+    return cfg.data.model_copy(update={"source": source, **({} if asked else {"imbalance": None})})
+
+
 @data_group.command("info")
 @click.argument("source")
 @config_options
@@ -282,7 +292,7 @@ def data_info_cmd(cfg: Config, source: str) -> None:
     from genaug.data import load_data
     from genaug.data.tools import describe
 
-    data = load_data(cfg.data.model_copy(update={"source": source}))
+    data = load_data(_source_data(cfg, source))
     click.echo(describe(data))
 
 
@@ -297,7 +307,7 @@ def data_export_cmd(cfg: Config, source: str, out: str, split: str) -> None:
     from genaug.data import load_data
     from genaug.data.tools import export_imagefolder
 
-    data = load_data(cfg.data.model_copy(update={"source": source}))
+    data = load_data(_source_data(cfg, source))
     n = export_imagefolder(data, out, split)
     click.echo(f"wrote {n} images of {data.num_classes} classes ({split} split) to {out}")
     if data.skipped:

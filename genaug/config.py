@@ -258,8 +258,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(loaded).__name__}")
         tree = loaded or {}
-    for text in overrides:
-        keys, value = parse_override(text)
+    parsed = [parse_override(text) for text in overrides]
+    if path is None and any(keys == ["data", "source"] and value != tree["data"]["source"] for keys, value in parsed):
+        tree["data"] = {}  # the default run's data settings (its long tail) belong to the embedded set
+    for keys, value in parsed:
         _set_nested(tree, keys, value, ".".join(keys))
     bad = unknown_keys(Config, tree)
     if bad:

@@ -35,6 +35,13 @@ def test_overrides_apply_with_yaml_types():
     assert cfg.gan.loss == "nonsat" and cfg.data.skip_bad_images is True
 
 
+def test_overrides_without_a_file_keep_the_builtin_default_run():
+    cfg = load_config(None, ["eval.seeds=5"])
+    assert cfg.eval.seeds == 5 and cfg.eval.model == Config().eval.model and cfg.data.imbalance == 0.05
+    other = load_config(None, ["data.source=fashion-mnist"])  # another source drops the default's long tail
+    assert other.data.imbalance is None and other.data.source == "fashion-mnist"
+
+
 def test_override_beats_file(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("gan:\n  steps: 7\n")

@@ -231,6 +231,14 @@ def test_balanced_real_sampling_evens_out_a_long_tail(tmp_path):
     assert counts[True].min() / counts[True].max() > 0.7
 
 
+def test_rebalancing_caution_only_for_imbalanced_uniform_runs():
+    from genaug.evaluate.run import rebalancing_caution
+
+    assert "rebalancing" in rebalancing_caution({"real": {"train_per_class": [360, 100, 18]}, "real_sampling": "uniform"})
+    assert rebalancing_caution({"real": {"train_per_class": [360, 100, 18]}, "real_sampling": "balanced"}) is None
+    assert rebalancing_caution({"real": {"train_per_class": [20, 20, 19]}, "real_sampling": "uniform"}) is None
+
+
 def test_unknown_model_is_a_config_error():
     with pytest.raises(ConfigError, match="nosuch_model"):
         create_classifier(EvalConfig(model="nosuch_model"), num_classes=3, channels=1, data_size=28)
