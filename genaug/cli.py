@@ -203,7 +203,7 @@ def fid_cmd(cfg: Config, a: str, b: str, extractor: str, max_images: int) -> Non
 
 @cli.command("eval-classifier")
 @click.option("--mix", default=None, help="Synthetic share r: 0.3, a list 0,0.1,0.3, or auto (picked on val).")
-@click.option("--seeds", type=click.IntRange(1, 100), default=None, help="Seeds per setting (default 3).")
+@click.option("--seeds", type=click.IntRange(1, 100), default=None, help="Seeds per setting (default: eval.seeds).")
 @click.option("--model", default=None, help="timm model name (eval.model).")
 @click.option("--strategy", type=click.Choice(["full", "linear", "last_n", "attention", "lora"]), default=None)
 @config_options

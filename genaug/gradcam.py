@@ -86,7 +86,7 @@ def panel(cfg: Config, metrics: dict, test, classes: list[str]) -> tuple[bytes |
     seed, out = metrics["seeds"][0], cfg.run_dir() / "eval"
     paths = [model_path(out, 0.0, seed), model_path(out, aug["mix"], seed)]
     if not all(p.is_file() for p in paths):
-        return None, "Grad-CAM panels skipped: no saved classifier weights (rerun 'genaug eval-classifier --force')."
+        return None, "Grad-CAM panels skipped: no saved classifier weights (rerun 'genaug pipeline --from eval')."
     channels, size = test.images.shape[-1], test.images.shape[1]
     loaded = [_load(cfg, p, metrics["key"], len(classes), channels, size) for p in paths]
     if any(m is None for m in loaded):
