@@ -29,7 +29,7 @@ def available() -> str | None:
     try:
         import pytorch_grad_cam  # noqa: F401
     except ImportError:
-        return "the grad-cam package is not installed (pip install 'genaug[report]')"
+        return "the grad-cam package is not installed (pip install grad-cam)"
     return None
 
 
@@ -91,8 +91,8 @@ def panel(cfg: Config, metrics: dict, test, classes: list[str]) -> tuple[bytes |
     loaded = [_load(cfg, p, metrics["key"], len(classes), channels, size) for p in paths]
     if any(m is None for m in loaded):
         return None, "Grad-CAM panels skipped: the saved weights belong to another evaluation setting."
-    layer = target_layer(*loaded[0])
-    if layer is None:
+    layers = [target_layer(model, spec) for model, spec in loaded]
+    if layers[0] is None:
         return None, f"Grad-CAM panels skipped: {cfg.eval.model} has no convolutional feature map to explain."
     x = torch.from_numpy(test.images).permute(0, 3, 1, 2)
     y = torch.from_numpy(test.labels)
@@ -104,8 +104,8 @@ def panel(cfg: Config, metrics: dict, test, classes: list[str]) -> tuple[bytes |
     if not rows:
         return None, "Grad-CAM panels skipped: the two classifiers agree on every test image."
     cams = []
-    for (model, spec) in loaded:
-        with GradCAM(model=model, target_layers=[target_layer(model, spec)]) as cam:
+    for (model, spec), layer in zip(loaded, layers):
+        with GradCAM(model=model, target_layers=[layer]) as cam:
             cams.append(cam(input_tensor=spec(x[rows]), targets=[ClassifierOutputTarget(int(y[i])) for i in rows]))
     import matplotlib
 
