@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -33,7 +34,26 @@ class GenaugGroup(click.Group):
         except OSError as exc:
             if os.environ.get("GENAUG_DEBUG"):
                 raise
-            raise _UserError(f"{type(exc).__name__}: {exc}") from None
+            raise _UserError(os_error_message(exc)) from None
+
+
+_WRITE_HINTS = {
+    errno.ENOSPC: "Free some disk space",
+    errno.EDQUOT: "Free some space under your quota",
+    errno.EFBIG: "Raise the file-size limit (ulimit -f) or free some disk space",
+    errno.EROFS: "Point paths.runs_dir / paths.gen_dir at a writable folder",
+    errno.EACCES: "Make it writable or point paths.runs_dir / paths.gen_dir elsewhere",
+}
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an OS error; a write failure (disk full, read-only, no permission)
+    says what to do and that finished work is kept (every output is written atomically)."""
+    where = f" {exc.filename}" if exc.filename else ""
+    if exc.errno in _WRITE_HINTS:
+        return (f"cannot write{where}: {exc.strerror}. {_WRITE_HINTS[exc.errno]}, then rerun the same "
+                "command: finished outputs are kept and the stage resumes")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def config_options(fn: Callable) -> Callable:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from genaug.errors import GenaugError
+from genaug.faults import fault_point
 
 
 def _file_mode() -> int:
@@ -39,10 +40,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            fault_point("write", path=path)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """safetensors weights, written atomically (a full disk leaves no partial file)."""
+    from safetensors.torch import save
+
+    atomic_write_bytes(path, save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -75,14 +84,67 @@ def replace_dir(staged: Path, target: str | Path) -> None:
 
 
 def append_jsonl(path: str | Path, row: dict) -> None:
-    """Append one JSON line and fsync; a line is either fully written or not at all
-    visible to :func:`read_jsonl`, which drops a trailing partial line."""
+    """Append one JSON line and fsync. A torn last line left by a crash is cut off
+    first, so the new row starts on a line of its own (and is not lost with it);
+    :func:`read_jsonl` drops a torn line that is still there."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    line = (json.dumps(row) + "\n").encode("utf-8")
+    with open(path, "a+b") as f:
+        _cut_torn_tail(f)
+        size = f.tell()
+        try:
+            half = len(line) // 2
+            f.write(line[:half])
+            fault_point("append", flush=f, path=path)  # a kill here leaves exactly such a torn line
+            f.write(line[half:])
+            f.flush()
+            os.fsync(f.fileno())
+        except OSError:  # e.g. disk full: take the partial line back out
+            f.truncate(size)
+            raise
+
+
+def _cut_torn_tail(f) -> None:
+    """Truncate an append-mode binary file back to its last newline."""
+    size = f.seek(0, os.SEEK_END)
+    if size == 0:
+        return
+    f.seek(size - 1)
+    if f.read(1) == b"\n":
+        return
+    f.seek(0)
+    keep = f.read().rfind(b"\n") + 1  # 0 when the only line is torn
+    f.truncate(keep)
+    f.seek(0, os.SEEK_END)
+
+
+TEMP_PATTERNS = (".*.tmp", "*.tmp", ".tmp_*", ".*.tmp.png", ".*.old")
+
+
+def sweep_temp(root: str | Path) -> int:
+    """Clear what a crash can leave under ``root``: temp files and directories
+    (``.name.XXXX.tmp``, ``name.tmp``, checkpoint ``.tmp_step_N``, staging
+    ``.name.tmp``) are removed; a ``.name.old`` directory whose ``name`` is missing (a
+    crash between :func:`replace_dir`'s two renames) is renamed back, else removed.
+    Returns how many entries it cleared. Call it before a stage writes, never while
+    another process writes there."""
+    root, cleared = Path(root), 0
+    if not root.is_dir():
+        return 0
+    found = {p for pattern in TEMP_PATTERNS for p in root.rglob(pattern)}
+    for p in sorted(found, key=lambda p: len(p.parts)):  # parents first; children go with them
+        if not (p.exists() or p.is_symlink()) or (p.is_dir() and not p.name.startswith(".")):
+            continue  # gone with its parent, or a folder such as a class named "x.tmp" (ours start with ".")
+        target = p.with_name(p.name[1:-4])
+        if p.name.endswith(".old") and p.is_dir() and not target.exists():
+            p.rename(target)  # the old contents were complete; the new ones never landed
+        elif p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        cleared += 1
+    return cleared
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from genaug.config import Config
 from genaug.errors import GenaugError
+from genaug.faults import fault_point
 from genaug.io import atomic_write_json, stable_hash
 from genaug.runs import config_hash
 
@@ -127,6 +128,7 @@ def run_pipeline(cfg: Config, *, from_stage: str | None = None, force: bool = Fa
         print(f"[{stage}] running")
         t0 = time.perf_counter()
         RUNNERS[stage](cfg)
+        fault_point("stage")
         stamps.set(stage, hashes[stage], time.perf_counter() - t0)
         print(f"[{stage}] done in {time.perf_counter() - t0:.0f} s")
         done[stage] = "ran"

@@ -28,7 +28,9 @@ from tqdm import tqdm
 
 from genaug.config import Config
 from genaug.errors import GenaugError
-from genaug.io import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl, stable_hash
+from genaug.faults import fault_point
+from genaug.io import (append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl, stable_hash,
+                        sweep_temp)
 
 _CKPT = re.compile(r"^step_(\d+)$")
 
@@ -111,12 +113,19 @@ def save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, step: int, *, extr
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            for name, module in extra.items():
+                save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()},
+                          str(tmp / f"{name}.safetensors"))
+            atomic_write_text(tmp / "train_state.json", json.dumps(state.state_dict()))
+            fault_point("checkpoint", path=tmp)
+    except OSError:  # e.g. disk full: no half-written checkpoint stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if accelerator.is_main_process:
-        for name, module in extra.items():
-            save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(tmp / f"{name}.safetensors"))
-        atomic_write_text(tmp / "train_state.json", json.dumps(state.state_dict()))
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -231,18 +240,19 @@ def run_steps(accelerator: Accelerator, state: TrainState, *, total: int, desc: 
     """The loop both trainers share: ``step_fn(step) -> (metrics row, images seen)``
     does one optimisation step; ``after_fn(row, images/s, bar)`` logs, evaluates and
     checkpoints. A non-finite loss stops the run naming the last good checkpoint."""
-    bar = tqdm(total=total, initial=state.step, desc=desc, unit="step", disable=not accelerator.is_main_process)
     t0, seen = time.perf_counter(), 0
-    while state.step < total:
-        try:
-            row, n = step_fn(state.step)
-        except NonFiniteLoss as exc:
-            raise stopped_error(out, state.step, exc) from None
-        state.step += 1
-        seen += n
-        bar.update(1)
-        after_fn(row, seen / (time.perf_counter() - t0), bar)
-    bar.close()
+    # "with": the bar is closed (its line ended) before an error message is printed
+    with tqdm(total=total, initial=state.step, desc=desc, unit="step", disable=not accelerator.is_main_process) as bar:
+        while state.step < total:
+            try:
+                row, n = step_fn(state.step)
+            except NonFiniteLoss as exc:
+                raise stopped_error(out, state.step, exc) from None
+            state.step += 1
+            seen += n
+            bar.update(1)
+            after_fn(row, seen / (time.perf_counter() - t0), bar)
+            fault_point("step")
 
 
 def start_run(cfg: Config, data, accelerator: Accelerator, out: Path, *, resume: bool, section: str) -> None:
@@ -253,6 +263,8 @@ def start_run(cfg: Config, data, accelerator: Accelerator, out: Path, *, resume:
 
     check_existing(cfg, out, resume, section)
     if accelerator.is_main_process:
+        if resume and (cleared := sweep_temp(out)):
+            print(f"removed {cleared} temp file(s) left by an interrupted run")
         prepare_run_dir(cfg)
         save_splits(cfg, data)
         ensure_judge(cfg, data)
@@ -265,6 +277,8 @@ def start_run(cfg: Config, data, accelerator: Accelerator, out: Path, *, resume:
 def resume_run(accelerator: Accelerator, out: Path, *, extra: dict, state: TrainState) -> None:
     """Load the newest checkpoint (if any) and drop metric rows written after it."""
     step = resume_latest(accelerator, out / "checkpoints", extra=extra, state=state)
-    if step is not None and accelerator.is_main_process:
-        truncate_metrics(out / "metrics.jsonl", step)
-        print(f"resumed from step {step}")
+    if accelerator.is_main_process:
+        # No checkpoint yet: the run starts over, so rows of the lost steps go too.
+        truncate_metrics(out / "metrics.jsonl", step or 0)
+        if step is not None:
+            print(f"resumed from step {step}")

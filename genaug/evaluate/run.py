@@ -16,7 +16,7 @@ from genaug.errors import ConfigError
 from genaug.evaluate.data import EvalData, load_eval_data
 from genaug.evaluate.stats import fmt, paired_gain, t_interval
 from genaug.evaluate.train import train_once
-from genaug.io import append_jsonl, atomic_write_json, read_jsonl, stable_hash
+from genaug.io import append_jsonl, atomic_write_json, read_jsonl, stable_hash, sweep_temp
 from genaug.runs import config_hash
 
 
@@ -48,6 +48,7 @@ def evaluate(cfg: Config) -> dict:
     ed = load_eval_data(cfg, need_synthetic=any(r > 0 for r in mixes))
     out = cfg.run_dir() / "eval"
     key, seeds = _key(cfg, ed), [cfg.seed + i for i in range(cfg.eval.seeds)]
+    sweep_temp(out)
     done = {(r["mix"], r["seed"]): r for r in read_jsonl(out / "rows.jsonl") if r.get("key") == key}
     for r in mixes:
         for s in seeds:

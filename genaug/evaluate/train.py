@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from safetensors.torch import save_file
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
@@ -27,6 +26,8 @@ from tqdm import tqdm
 from genaug.config import Config, EvalConfig
 from genaug.evaluate.classifier import InputSpec, apply_strategy, create_classifier
 from genaug.evaluate.data import EvalData
+from genaug.faults import fault_point
+from genaug.io import atomic_save_tensors
 from genaug.judge import random_shift
 
 
@@ -108,6 +109,8 @@ def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | N
     gens = [torch.Generator().manual_seed(seed * 7919 + k) for k in range(3)]  # real, synthetic, augmentation
     model, spec = create_classifier(ec, num_classes=len(ed.classes), channels=ed.channels, data_size=ed.size)
     model = apply_strategy(model, ec)
+    if ec.channels_last:  # mkldnn / cuDNN pick NHWC kernels from the weights' layout
+        model = model.to(memory_format=torch.channels_last)
     accelerator = Accelerator(mixed_precision=ec.mixed_precision, cpu=not torch.cuda.is_available())
     opt = create_optimizer_v2(model, opt=ec.optimizer, lr=ec.lr, weight_decay=ec.weight_decay)
     sched = CosineLRScheduler(opt, t_initial=ec.steps, warmup_t=min(ec.warmup_steps, ec.steps - 1),
@@ -131,6 +134,7 @@ def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | N
         accelerator.backward(loss)
         opt.step()
         sched.step(step + 1)
+        fault_point("step")
         if (step + 1) % ec.eval_every == 0 or step + 1 == ec.steps:
             acc = float((predict(model, spec, ed.val_x, accelerator.device) == ed.val_y).float().mean())
             bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{acc:.3f}")
@@ -145,10 +149,7 @@ def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | N
     model = accelerator.unwrap_model(model)
     model.load_state_dict(best["state"])
     if save_to is not None:
-        save_to.parent.mkdir(parents=True, exist_ok=True)
-        tmp = save_to.with_name(save_to.name + ".tmp")
-        save_file({k: v.contiguous() for k, v in best["state"].items()}, str(tmp), metadata=save_meta)
-        tmp.replace(save_to)
+        atomic_save_tensors(save_to, best["state"], metadata=save_meta)
     row = {"mix": r, "seed": seed, "val_acc": best["val_acc"], "best_step": best["step"], "steps": ec.steps,
            "synthetic_share_seen": round(synthetic_seen / max(1, seen), 4),
            **test_metrics(model, spec, ed, accelerator.device)}

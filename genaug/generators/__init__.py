@@ -8,14 +8,15 @@ config, so :func:`load_generator` rebuilds the model from those two files alone.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from genaug.errors import GenaugError
 from genaug.generators.dcgan import Generator as DCGANGenerator
-from genaug.io import atomic_write_json, replace_dir, staging_dir
+from genaug.io import atomic_save_tensors, atomic_write_json, replace_dir, staging_dir
 
 ARCHITECTURES: dict[str, type[torch.nn.Module]] = {"dcgan": DCGANGenerator}
 WEIGHTS, META = "model.safetensors", "genaug.json"
@@ -28,9 +29,12 @@ def register_architecture(name: str, cls: type[torch.nn.Module]) -> None:
 def save_generator(model: torch.nn.Module, out_dir: str | Path, *, architecture: str, meta: dict) -> None:
     """Write weights + JSON atomically (temp dir, then rename over the old one)."""
     tmp = staging_dir(out_dir)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / WEIGHTS))
-    atomic_write_json(tmp / META, {"architecture": architecture, "args": model.config, **meta})
+    try:
+        atomic_save_tensors(tmp / WEIGHTS, model.state_dict())
+        atomic_write_json(tmp / META, {"architecture": architecture, "args": model.config, **meta})
+    except OSError:  # e.g. disk full: the old directory stays, the half-built one goes
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     replace_dir(tmp, out_dir)
 
 

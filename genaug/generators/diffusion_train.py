@@ -9,6 +9,7 @@ safetensors) plus ``genaug.json``; sampling for FID uses the configured fast sam
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,8 +98,12 @@ def ema_unet(parts: DiffusionParts, accelerator) -> UNet2DModel:
 def save_unet(unet: UNet2DModel, out_dir: Path, meta: dict) -> None:
     """``save_pretrained`` into a temp dir + genaug.json, then swap it in for ``out_dir``."""
     tmp = staging_dir(out_dir)
-    unet.save_pretrained(str(tmp))
-    atomic_write_json(tmp / "genaug.json", {"architecture": "diffusers-unet2d", **meta})
+    try:
+        unet.save_pretrained(str(tmp))
+        atomic_write_json(tmp / "genaug.json", {"architecture": "diffusers-unet2d", **meta})
+    except OSError:  # e.g. disk full: the old directory stays, the half-built one goes
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     replace_dir(tmp, out_dir)
 
 

@@ -20,7 +20,8 @@ from genaug.config import Config
 from genaug.data import load_data
 from genaug.data.base import LabeledData
 from genaug.errors import GenaugError
-from genaug.io import append_jsonl, atomic_write_json, stable_hash
+from genaug.faults import fault_point
+from genaug.io import append_jsonl, atomic_write_json, stable_hash, sweep_temp
 from genaug.judge import ensure_judge, judge_key, load_judge
 from genaug.runs import config_hash
 from genaug.synthetic.generators import OpenedGenerator, open_generator
@@ -82,6 +83,7 @@ def run_sample(cfg: Config, *, which: str | None = None, force: bool = False, re
     gen = open_generator(cfg, which)
     ctx = _context(cfg, gen.classes)
     _check_header(ctx.store, _header(cfg, gen), force, replace_stale)
+    sweep_temp(ctx.store.root)
     rows = ctx.store.read_rows(scored=True)
     ctx.store.clean(rows)
     repaired = _repair(ctx, gen, rows)
@@ -99,6 +101,7 @@ def run_filter(cfg: Config) -> dict:
     if not (cfg.gen_dir() / MANIFEST).is_file() or not header_path.is_file():
         raise GenaugError(f"no synthetic data set at {cfg.gen_dir()}: run 'genaug sample' first")
     ctx = _context(cfg, json.loads(header_path.read_text()).get("classes"))
+    sweep_temp(ctx.store.root)
     rows = ctx.store.read_rows(scored=True)
     missing = [r["id"] for r in rows if ctx.store.locate(r["label"], r["id"]) is None]
     if missing:
@@ -125,9 +128,10 @@ def _repair(ctx: Context, gen: OpenedGenerator, rows: list[dict]) -> int:
         todo = [r for r in broken if r["label"] == label]
         for start in range(0, len(todo), ctx.cfg.sample.batch_size):
             chunk = todo[start : start + ctx.cfg.sample.batch_size]
-            images, fresh = _draw_and_score(ctx, gen, label, [r["index"] for r in chunk])
-            for img, row, new in zip(images, chunk, fresh):
-                row.update({k: new[k] for k in ("confidence", "judge_pred", "feature_distance", "nn_distance")})
+            # Same seed, same image: the stored scores still hold (re-scoring a different
+            # batch could move them in the last digit on some CPUs).
+            images = gen.draw(torch.full((len(chunk),), label, dtype=torch.long), [r["seed"] for r in chunk])
+            for img, row in zip(images, chunk):
                 ctx.store.write_png(img, label, row["id"], bool(row.get("kept")))
     if broken:
         print(f"restored {len(broken)} missing or unreadable image(s) from their seeds")
@@ -136,32 +140,38 @@ def _repair(ctx: Context, gen: OpenedGenerator, rows: list[dict]) -> int:
 
 def _top_up(ctx: Context, gen: OpenedGenerator, rows: list[dict]) -> int:
     """Draw new candidates per class until ``per_class`` pass the filters (or the cap)."""
-    sc, radii, added = ctx.cfg.sample, ctx.radii(), 0
-    bar = tqdm(total=sc.per_class * ctx.data.num_classes, desc="sample", unit="img")
-    for label in range(ctx.data.num_classes):
-        mine = [r for r in rows if r["label"] == label]
-        ok = passing_count(mine, label, radii[label], sc, filtering=sc.filter)
-        bar.update(min(ok, sc.per_class))
-        cap = sc.per_class * (sc.max_tries if sc.filter else 1)
-        while ok < sc.per_class and len(mine) < cap:
-            rate = ok / len(mine) if mine else 1.0
-            n = min(sc.batch_size, cap - len(mine), math.ceil((sc.per_class - ok) / max(rate, 0.05) * 1.1) + 2)
-            start = max((r["index"] for r in mine), default=-1) + 1
-            images, fresh = _draw_and_score(ctx, gen, label, list(range(start, start + n)))
-            for img, row in zip(images, fresh):
-                row["kept"] = passing_count([row], label, radii[label], sc, filtering=sc.filter) == 1
-                row["reason"] = None if row["kept"] else "provisional"
-                ctx.store.write_png(img, label, row["id"], row["kept"])  # the PNG first, then its line
-                append_jsonl(ctx.store.root / MANIFEST, row)
-            mine += fresh
-            added += n
-            new_ok = passing_count(mine, label, radii[label], sc, filtering=sc.filter)
-            bar.update(min(new_ok, sc.per_class) - min(ok, sc.per_class))
-            bar.set_postfix({"class": ctx.data.classes[label][:12], "tried": len(mine)})
-            ok = new_ok
-        rows[:] = [r for r in rows if r["label"] != label] + mine
-    bar.close()
+    added = 0
+    with tqdm(total=ctx.cfg.sample.per_class * ctx.data.num_classes, desc="sample", unit="img") as bar:
+        for label in range(ctx.data.num_classes):
+            mine = [r for r in rows if r["label"] == label]
+            added += _top_up_class(ctx, gen, label, mine, bar)
+            rows[:] = [r for r in rows if r["label"] != label] + mine
     rows.sort(key=lambda r: (r["label"], r["index"]))
+    return added
+
+
+def _top_up_class(ctx: Context, gen: OpenedGenerator, label: int, mine: list[dict], bar: tqdm) -> int:
+    """One class's top-up; appends the new rows to ``mine``, returns how many were drawn."""
+    sc, radius, added = ctx.cfg.sample, ctx.radii()[label], 0
+    ok = passing_count(mine, label, radius, sc, filtering=sc.filter)
+    bar.update(min(ok, sc.per_class))
+    cap = sc.per_class * (sc.max_tries if sc.filter else 1)
+    while ok < sc.per_class and len(mine) < cap:
+        rate = ok / len(mine) if mine else 1.0
+        n = min(sc.batch_size, cap - len(mine), math.ceil((sc.per_class - ok) / max(rate, 0.05) * 1.1) + 2)
+        start = max((r["index"] for r in mine), default=-1) + 1
+        images, fresh = _draw_and_score(ctx, gen, label, list(range(start, start + n)))
+        for img, row in zip(images, fresh):
+            row["kept"] = passing_count([row], label, radius, sc, filtering=sc.filter) == 1
+            row["reason"] = None if row["kept"] else "provisional"
+            ctx.store.write_png(img, label, row["id"], row["kept"])  # the PNG first, then its line
+            append_jsonl(ctx.store.root / MANIFEST, row)
+        mine += fresh
+        added += n
+        new_ok = passing_count(mine, label, radius, sc, filtering=sc.filter)
+        bar.update(min(new_ok, sc.per_class) - min(ok, sc.per_class))
+        bar.set_postfix({"class": ctx.data.classes[label][:12], "tried": len(mine)})
+        ok = new_ok
     return added
 
 
@@ -192,6 +202,7 @@ def finalise(ctx: Context, rows: list[dict]) -> dict:
     for r in rows:
         r["path"] = store.rel(r["label"], r["id"], r["kept"])
         store.move(r)
+    fault_point("finalise")  # PNGs moved, manifest not yet rewritten: locate() finds either folder
     store.write_rows(rows)
     result = _fidelity_summary(ctx, per_class, decision, rows)
     if old != result:
