@@ -160,7 +160,7 @@ class Config(Section):
     diffusion: DiffusionConfig = DiffusionConfig()
     judge: JudgeConfig = JudgeConfig(lr=4e-3, steps=400)
     sample: SampleConfig = SampleConfig(min_confidence=0.6)
-    eval: EvalConfig = EvalConfig(model="resnet_small28", lr=4e-3, steps=400, batch_size=32, eval_every=100, seeds=4,
+    eval: EvalConfig = EvalConfig(model="resnet_small28", lr=4e-3, steps=400, batch_size=32, eval_every=100, seeds=6,
                                   mix="0.5")
     paths: PathsConfig = PathsConfig()
 
