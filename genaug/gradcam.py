@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 
 from genaug.config import Config
 from genaug.evaluate.classifier import apply_strategy, create_classifier
 from genaug.evaluate.train import predict
+from genaug.io import load_tensors
 
 MAX_ROWS = 6
 
@@ -39,7 +39,7 @@ def _load(cfg: Config, path: Path, key: str, num_classes: int, channels: int, si
             return None  # weights of another evaluation setting
     model, spec = create_classifier(cfg.eval, num_classes=num_classes, channels=channels, data_size=size)
     model = apply_strategy(model, cfg.eval)
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict(load_tensors(path))
     return model.eval(), spec
 
 

@@ -54,6 +54,18 @@ def atomic_save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str
     atomic_write_bytes(path, save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata))
 
 
+def load_tensors(path: str | Path, device: str = "cpu") -> dict:
+    """safetensors weights; a file that is not safetensors (a pickle, a truncated
+    download) is a one-line error and is never unpickled."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError) as exc:
+        raise GenaugError(f"{path} is not a readable safetensors file ({exc}); genaug never unpickles weights") from None
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

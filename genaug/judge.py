@@ -15,7 +15,7 @@ import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from accelerate import PartialState
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from tqdm import tqdm
@@ -23,7 +23,7 @@ from tqdm import tqdm
 import genaug.models  # noqa: F401  (registers the small timm models)
 from genaug.config import Config
 from genaug.data.base import LabeledData, Split
-from genaug.io import atomic_save_tensors, atomic_write_json, sweep_temp
+from genaug.io import atomic_save_tensors, atomic_write_json, load_tensors, sweep_temp
 from genaug.runs import config_hash
 
 WEIGHTS, META = "model.safetensors", "judge.json"
@@ -112,15 +112,18 @@ def judge_key(cfg: Config) -> str:
 
 
 def ensure_judge(cfg: Config, data: LabeledData) -> Path:
-    """The run's judge directory, training the judge first when missing or stale."""
-    out = cfg.run_dir() / "judge"
-    meta_path = out / META
-    sweep_temp(out)
-    if meta_path.is_file() and (out / WEIGHTS).is_file():
-        if json.loads(meta_path.read_text()).get("key") == judge_key(cfg):
-            return out
-    meta = train_judge(cfg, data, out)
-    print(f"judge {meta['model']}: val accuracy {meta['val_accuracy']:.4f} on {len(data.splits['val'])} images")
+    """The run's judge directory, training the judge first when missing or stale (on
+    rank 0 under ``accelerate launch``; the other processes wait for it)."""
+    out, state = cfg.run_dir() / "judge", PartialState()
+    if state.is_main_process:
+        sweep_temp(out)
+        meta_path = out / META
+        fresh = (meta_path.is_file() and (out / WEIGHTS).is_file()
+                 and json.loads(meta_path.read_text()).get("key") == judge_key(cfg))
+        if not fresh:
+            meta = train_judge(cfg, data, out)
+            print(f"judge {meta['model']}: val accuracy {meta['val_accuracy']:.4f} on {len(data.splits['val'])} images")
+    state.wait_for_everyone()
     return out
 
 
@@ -130,7 +133,7 @@ def load_judge(judge_dir: str | Path) -> tuple[torch.nn.Module, dict]:
     meta = json.loads((judge_dir / META).read_text())
     model = create_judge_model(meta["model"], in_chans=meta["in_chans"], num_classes=meta["num_classes"],
                                image_size=meta["image_size"])
-    model.load_state_dict(load_file(str(judge_dir / WEIGHTS)))
+    model.load_state_dict(load_tensors(judge_dir / WEIGHTS))
     return model.eval(), meta
 
 

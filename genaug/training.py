@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import re
 import shutil
 import time
@@ -22,7 +23,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
@@ -30,7 +31,7 @@ from genaug.config import Config
 from genaug.errors import GenaugError
 from genaug.faults import fault_point
 from genaug.io import (append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl, stable_hash,
-                        sweep_temp)
+                        load_tensors, sweep_temp)
 
 _CKPT = re.compile(r"^step_(\d+)$")
 
@@ -143,10 +144,15 @@ def resume_latest(accelerator: Accelerator, ckpt_dir: Path, *, extra: dict,
     if not found:
         return None
     step, path = found[-1]
-    accelerator.load_state(str(path))
-    for name, module in extra.items():
-        module.load_state_dict(load_file(str(path / f"{name}.safetensors"), device=str(accelerator.device)))
-    state.load_state_dict(json.loads((path / "train_state.json").read_text()))
+    try:
+        accelerator.load_state(str(path))  # torch.load with weights_only=True: code in a pickle is refused
+        for name, module in extra.items():
+            module.load_state_dict(load_tensors(path / f"{name}.safetensors", device=str(accelerator.device)))
+        state.load_state_dict(json.loads((path / "train_state.json").read_text()))
+    except (pickle.UnpicklingError, RuntimeError, ValueError, KeyError, OSError, GenaugError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise GenaugError(f"cannot resume from {path}: {first[:300]} (a checkpoint holding anything but tensors is "
+                          "refused, never unpickled); delete that folder to resume from the one before") from None
     return step
 
 
@@ -267,7 +273,8 @@ def start_run(cfg: Config, data, accelerator: Accelerator, out: Path, *, resume:
             print(f"removed {cleared} temp file(s) left by an interrupted run")
         prepare_run_dir(cfg)
         save_splits(cfg, data)
-        ensure_judge(cfg, data)
+    ensure_judge(cfg, data)  # every rank: it trains on rank 0 behind a barrier
+    if accelerator.is_main_process:
         atomic_write_json(out / "train_config.json", {
             "config_hash": config_hash(cfg, "data", section, "seed"), "model_hash": model_hash(cfg, section),
             "config": cfg.model_dump(mode="json")})

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from genaug.cli import cli
+from stages import reference  # noqa: F401  (a session fixture: the smoke stages run once, one process)
 
 
 def write_image(path: Path, *, size=(16, 16), mode="L", seed=0, fmt=None) -> Path:

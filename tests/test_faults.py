@@ -15,7 +15,6 @@ import resource
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,31 +22,7 @@ from safetensors.torch import load_file
 
 from genaug.io import TEMP_PATTERNS, read_jsonl
 
-ROOT = Path(__file__).parents[1]
-SMOKE = ROOT / "configs" / "smoke.yaml"
-GAN = ["gan.steps=12", "gan.checkpoint_every=3", "gan.eval_every=6", "gan.log_every=1"]
-DIFFUSION = ["diffusion.steps=12", "diffusion.checkpoint_every=3", "diffusion.eval_every=6", "diffusion.log_every=1"]
-SAMPLE = ["sample.per_class=6", "sample.batch_size=8"]
-EVAL = ["eval.model=resnet_small28", "eval.steps=20", "eval.eval_every=10", "eval.seeds=2", "eval.mix=0.5"]
-VOLATILE = {"img_per_s", "seconds", "finished"}  # wall-clock fields, different in every run
-
-
-def genaug(base: Path, *args: str, fault: str | None = None, sets: list[str] = (), preexec=None) -> subprocess.CompletedProcess:
-    """``python -m genaug ARGS`` on the smoke config with outputs under ``base``."""
-    env = {**os.environ, "GENAUG_CACHE": str(base / "cache"), "OMP_NUM_THREADS": "2"}
-    env.pop("GENAUG_FAULT", None)
-    if fault:
-        env["GENAUG_FAULT"] = fault
-    cmd = [sys.executable, "-m", "genaug", *args, "--config", str(SMOKE),
-           "--set", f"paths.runs_dir={base}/runs", "--set", f"paths.gen_dir={base}/gen"]
-    for kv in [*GAN, *DIFFUSION, *SAMPLE, *EVAL, *sets]:
-        cmd += ["--set", kv]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, preexec_fn=preexec)
-
-
-def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return proc
+from stages import VOLATILE, genaug, ok
 
 
 def killed(proc: subprocess.CompletedProcess) -> None:
@@ -69,15 +44,6 @@ def weights(path: Path) -> dict:
 def same_weights(a: Path, b: Path) -> bool:
     wa, wb = weights(a), weights(b)
     return wa.keys() == wb.keys() and all(bool((wa[k] == wb[k]).all()) for k in wa)
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
-    """Every stage run once without faults: what a crashed-then-rerun run must equal."""
-    base = tmp_path_factory.mktemp("reference")
-    for cmd in ("train-gan", "sample", "eval-classifier", "train-diffusion"):
-        ok(genaug(base, cmd))
-    return base
 
 
 def seeded_copy(reference: Path, tmp_path: Path, *keep: str) -> Path:
@@ -127,12 +93,32 @@ def test_train_diffusion_killed_then_resumed_equals_uninterrupted(reference, tmp
 # --- sample: SIGKILL, then the same command ------------------------------------------
 
 def manifest(base: Path) -> list[dict]:
-    return read_jsonl(base / "gen/smoke/manifest.jsonl")
+    """Manifest rows without the generator's folder (each test has its own copy)."""
+    rows = read_jsonl(base / "gen/smoke/manifest.jsonl")
+    for r in rows:
+        r["generator"].pop("path")
+    return rows
+
+
+SCORES = ("confidence", "feature_distance", "nn_distance", "realism")
+
+
+def same_rows(got: list[dict], want: list[dict]) -> bool:
+    """Equal rows, except that scores may differ in the last digits: an image redrawn
+    after a crash is scored in a smaller batch, and CPU kernels are not bit-identical
+    across batch sizes."""
+    for a, b in zip(got, want, strict=True):
+        if {k: v for k, v in a.items() if k not in SCORES} != {k: v for k, v in b.items() if k not in SCORES}:
+            return False
+        if any(a[k] != pytest.approx(b[k], rel=1e-4, abs=1e-5) for k in SCORES if k in b):
+            return False
+    return True
 
 
 def check_sample(base: Path, reference: Path) -> None:
     got, want = manifest(base), manifest(reference)
-    assert got == want  # same ids, same seeds, same decisions, each line once
+    assert [r["id"] for r in got] == [r["id"] for r in want]  # each line once, none missing
+    assert same_rows(got, want)  # same seeds, decisions and paths; scores equal up to float noise
     files = sorted(str(p.relative_to(base / "gen/smoke")) for p in (base / "gen/smoke").rglob("*.png"))
     assert files == sorted(r["path"] for r in want)  # every line has its PNG, no PNG without a line
     assert json.loads((base / "gen/smoke/fidelity.json").read_text())["classes"].keys() == \
@@ -141,7 +127,7 @@ def check_sample(base: Path, reference: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["write@25", "append@13", "finalise@1", "write@70"])
+@pytest.mark.parametrize("point", ["write@25", "append@13", "finalise@1", "write@45"])
 def test_sample_killed_then_rerun_equals_uninterrupted(reference, tmp_path, point):
     base = seeded_copy(reference, tmp_path, "runs/smoke/gan", "runs/smoke/judge")
     killed(genaug(base, "sample", fault=point))
@@ -164,7 +150,7 @@ def check_eval(base: Path, reference: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["step@30", "append@2", "write@2", "write@6"])
+@pytest.mark.parametrize("point", ["step@30", "append@2", "write@2", "write@4"])
 def test_eval_killed_then_rerun_equals_uninterrupted(reference, tmp_path, point):
     base = seeded_copy(reference, tmp_path, "runs/smoke/gan", "runs/smoke/judge", "gen/smoke")
     killed(genaug(base, "eval-classifier", fault=point))
@@ -200,9 +186,9 @@ def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
 
 @pytest.mark.parametrize("fault, needles", [
     ("write@6:enospc", ["cannot write", "No space left on device", "Free some disk space"]),
-    ("append@3:enospc", ["metrics.jsonl", "No space left on device"]),
+    pytest.param("append@3:enospc", ["metrics.jsonl", "No space left on device"], marks=pytest.mark.slow),
     ("checkpoint@1:enospc", [".tmp_step_0000003", "No space left on device"]),
-    ("write@2:erofs", ["Read-only file system", "writable folder"]),
+    pytest.param("write@2:erofs", ["Read-only file system", "writable folder"], marks=pytest.mark.slow),
 ])
 def test_write_failure_in_training_is_one_line_and_leaves_nothing_half_written(tmp_path, fault, needles):
     one_line_error(genaug(tmp_path, "train-gan", fault=fault), *needles)

@@ -89,8 +89,8 @@ def _decode(items, root: Path, channels: int, size: int, skip_bad: bool, skipped
     arrays, labels, ids = [], [], []
     for path, label in tqdm(items, desc=f"reading {root.name}", unit="img", leave=False, disable=len(items) < 2000):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with warnings.catch_warnings():  # open_image enforces its own pixel limit (MAX_PIXELS)
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 img = open_image(path)
         except Exception as exc:  # PIL raises many types for bad files
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -7,9 +7,11 @@ with the same settings trains nothing.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 
 from genaug.config import Config
 from genaug.errors import ConfigError
@@ -43,25 +45,36 @@ def _key(cfg: Config, ed: EvalData) -> str:
 
 
 def evaluate(cfg: Config) -> dict:
-    """Run (or reuse) every (r, seed), then summarise into eval/metrics.json + plots."""
+    """Run (or reuse) every (r, seed), then summarise into eval/metrics.json + plots.
+    Under ``accelerate launch`` the processes split the pending runs (each run is
+    deterministic, so the rows are those of one process) and rank 0 summarises."""
+    state = PartialState()
     mixes, auto = parse_mix(cfg.eval.mix, cfg.eval.auto_candidates)
     ed = load_eval_data(cfg, need_synthetic=any(r > 0 for r in mixes))
     out = cfg.run_dir() / "eval"
     key, seeds = _key(cfg, ed), [cfg.seed + i for i in range(cfg.eval.seeds)]
-    sweep_temp(out)
+    if state.is_main_process:
+        sweep_temp(out)
+    state.wait_for_everyone()
     done = {(r["mix"], r["seed"]): r for r in read_jsonl(out / "rows.jsonl") if r.get("key") == key}
-    for r in mixes:
-        for s in seeds:
-            if (r, s) not in done:
-                save = model_path(out, r, s) if s == seeds[0] else None  # first seed: weights for Grad-CAM
-                row = {"key": key, **train_once(cfg, ed, r, s, save_to=save, save_meta={"key": key})}
-                append_jsonl(out / "rows.jsonl", row)
-                done[(r, s)] = row
+    pending = [(r, s) for r in mixes for s in seeds if (r, s) not in done]
+    for r, s in pending[state.process_index :: state.num_processes]:
+        save = model_path(out, r, s) if s == seeds[0] else None  # first seed: weights for Grad-CAM
+        append_jsonl(out / "rows.jsonl", {"key": key, **train_once(cfg, ed, r, s, save_to=save, save_meta={"key": key})})
+    state.wait_for_everyone()
+    metrics = _summarise_rows(cfg, ed, out, key, mixes, seeds, auto) if state.is_main_process else None
+    state.wait_for_everyone()
+    return metrics if metrics is not None else json.loads((out / "metrics.json").read_text())
+
+
+def _summarise_rows(cfg: Config, ed: EvalData, out: Path, key: str, mixes: list[float], seeds: list[int],
+                    auto: bool) -> dict:
+    from genaug.evaluate.plots import write_plots
+
+    done = {(r["mix"], r["seed"]): r for r in read_jsonl(out / "rows.jsonl") if r.get("key") == key}
     rows = {r: {s: done[(r, s)] for s in seeds} for r in mixes}
     metrics = summarise(cfg, ed, rows, auto=auto, key=key)
     atomic_write_json(out / "metrics.json", metrics)
-    from genaug.evaluate.plots import write_plots
-
     metrics["plots"] = write_plots(metrics, out)
     atomic_write_json(out / "metrics.json", metrics)
     return metrics

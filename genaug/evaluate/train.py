@@ -11,12 +11,15 @@ comparison is paired.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
-from accelerate import Accelerator
+from accelerate import PartialState
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
@@ -99,6 +102,54 @@ def _batch(ed: EvalData, step: int, r: float, b: int, gens: list[torch.Generator
     return torch.cat(xs), torch.cat(ys), used
 
 
+@dataclass
+class _Trainer:
+    """One classifier run's model, optimiser and precision settings."""
+
+    model: torch.nn.Module
+    spec: InputSpec
+    opt: torch.optim.Optimizer
+    sched: CosineLRScheduler
+    device: torch.device
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    scaler: torch.amp.GradScaler
+    loss_fn: torch.nn.Module
+    mixup: Mixup | None
+
+
+def _trainer(ec: EvalConfig, ed: EvalData) -> _Trainer:
+    """A run is one process on one device: under ``accelerate launch`` the processes
+    split the runs between them (see ``evaluate``), so the model is never wrapped in DDP."""
+    device = PartialState().device
+    model, spec = create_classifier(ec, num_classes=len(ed.classes), channels=ed.channels, data_size=ed.size)
+    model = apply_strategy(model, ec).to(device)
+    if ec.channels_last:  # mkldnn / cuDNN pick NHWC kernels from the weights' layout (~25% faster on CPU)
+        model = model.to(memory_format=torch.channels_last)
+    opt = create_optimizer_v2(model, opt=ec.optimizer, lr=ec.lr, weight_decay=ec.weight_decay)
+    sched = CosineLRScheduler(opt, t_initial=ec.steps, warmup_t=min(ec.warmup_steps, ec.steps - 1),
+                              warmup_lr_init=ec.lr * 0.01, lr_min=ec.lr * 0.01)
+    precision = ec.mixed_precision if ec.mixed_precision != "fp16" or device.type == "cuda" else "no"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    return _Trainer(model, spec, opt, sched, device, autocast, scaler, *_loss_and_mixup(ec, len(ed.classes)))
+
+
+def _train_step(t: _Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One optimisation step on uint8 images ``(B, C, H, W)`` (already augmented)."""
+    x, y = t.spec(x.to(t.device)), y.to(t.device)
+    if t.mixup is not None:
+        x, y = t.mixup(x, y)
+    t.model.train()
+    with t.autocast():
+        loss = t.loss_fn(t.model(x), y)
+    t.opt.zero_grad(set_to_none=True)
+    t.scaler.scale(loss).backward()
+    t.scaler.step(t.opt)
+    t.scaler.update()
+    return loss
+
+
 def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | None = None,
                save_meta: dict[str, str] | None = None) -> dict:
     """Train at share ``r`` with ``seed``; returns the per-seed row (val and test metrics).
@@ -107,52 +158,31 @@ def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | N
     ec, t0 = cfg.eval, time.perf_counter()
     torch.manual_seed(seed)
     gens = [torch.Generator().manual_seed(seed * 7919 + k) for k in range(3)]  # real, synthetic, augmentation
-    model, spec = create_classifier(ec, num_classes=len(ed.classes), channels=ed.channels, data_size=ed.size)
-    model = apply_strategy(model, ec)
-    if ec.channels_last:  # mkldnn / cuDNN pick NHWC kernels from the weights' layout
-        model = model.to(memory_format=torch.channels_last)
-    accelerator = Accelerator(mixed_precision=ec.mixed_precision, cpu=not torch.cuda.is_available())
-    opt = create_optimizer_v2(model, opt=ec.optimizer, lr=ec.lr, weight_decay=ec.weight_decay)
-    sched = CosineLRScheduler(opt, t_initial=ec.steps, warmup_t=min(ec.warmup_steps, ec.steps - 1),
-                              warmup_lr_init=ec.lr * 0.01, lr_min=ec.lr * 0.01)
-    model, opt = accelerator.prepare(model, opt)
-    loss_fn, mixup = _loss_and_mixup(ec, len(ed.classes))
+    t = _trainer(ec, ed)
     best = {"val_acc": -1.0, "step": 0, "state": None}
     stale, seen, synthetic_seen = 0, 0, 0
     pools = (_by_class(ed.syn_y, len(ed.classes)), _by_class(ed.train_y, len(ed.classes)))
     bar = tqdm(range(ec.steps), desc=f"r={r:g} seed={seed}", unit="step", leave=False)
     for step in bar:
-        model.train()
         x, y, used = _batch(ed, step, r, ec.batch_size, gens, pools, balanced=ec.real_sampling == "balanced")
         seen, synthetic_seen = seen + len(y), synthetic_seen + used
-        x = spec(augment(x, ec.augment, gens[2]).to(accelerator.device))
-        y = y.to(accelerator.device)
-        if mixup is not None:
-            x, y = mixup(x, y)
-        loss = loss_fn(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        opt.step()
-        sched.step(step + 1)
+        loss = _train_step(t, augment(x, ec.augment, gens[2]), y)
+        t.sched.step(step + 1)
         fault_point("step")
         if (step + 1) % ec.eval_every == 0 or step + 1 == ec.steps:
-            acc = float((predict(model, spec, ed.val_x, accelerator.device) == ed.val_y).float().mean())
+            acc = float((predict(t.model, t.spec, ed.val_x, t.device) == ed.val_y).float().mean())
             bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{acc:.3f}")
             if acc > best["val_acc"]:
-                best = {"val_acc": acc, "step": step + 1, "state": {k: v.detach().clone() for k, v in
-                                                                     accelerator.unwrap_model(model).state_dict().items()}}
+                best = {"val_acc": acc, "step": step + 1,
+                        "state": {k: v.detach().clone() for k, v in t.model.state_dict().items()}}
                 stale = 0
-            else:
-                stale += 1
-                if ec.patience and stale >= ec.patience:
-                    break
-    model = accelerator.unwrap_model(model)
-    model.load_state_dict(best["state"])
+            elif ec.patience and (stale := stale + 1) >= ec.patience:
+                break
+    t.model.load_state_dict(best["state"])
     if save_to is not None:
         atomic_save_tensors(save_to, best["state"], metadata=save_meta)
     row = {"mix": r, "seed": seed, "val_acc": best["val_acc"], "best_step": best["step"], "steps": ec.steps,
-           "synthetic_share_seen": round(synthetic_seen / max(1, seen), 4),
-           **test_metrics(model, spec, ed, accelerator.device)}
+           "synthetic_share_seen": round(synthetic_seen / max(1, seen), 4), **test_metrics(t.model, t.spec, ed, t.device)}
     row["seconds"] = round(time.perf_counter() - t0, 2)
     return row
 

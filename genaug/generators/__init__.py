@@ -12,11 +12,10 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from genaug.errors import GenaugError
 from genaug.generators.dcgan import Generator as DCGANGenerator
-from genaug.io import atomic_save_tensors, atomic_write_json, replace_dir, staging_dir
+from genaug.io import atomic_save_tensors, atomic_write_json, load_tensors, replace_dir, staging_dir
 
 ARCHITECTURES: dict[str, type[torch.nn.Module]] = {"dcgan": DCGANGenerator}
 WEIGHTS, META = "model.safetensors", "genaug.json"
@@ -49,12 +48,16 @@ def load_generator(path: str | Path) -> tuple[torch.nn.Module, dict]:
     if arch == "diffusers-unet2d":
         from diffusers import UNet2DModel
 
-        return UNet2DModel.from_pretrained(str(path)).eval(), meta
+        try:  # safetensors only: a pickled diffusion_pytorch_model.bin is never loaded
+            return UNet2DModel.from_pretrained(str(path), use_safetensors=True).eval(), meta
+        except (OSError, ValueError, EnvironmentError) as exc:
+            raise GenaugError(f"{path}: not a loadable diffusers UNet with safetensors weights "
+                              f"({(str(exc).splitlines() or [''])[0][:200]})") from None
     if arch not in ARCHITECTURES:
         raise GenaugError(f"{path}: unknown generator architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
     model = ARCHITECTURES[arch](**meta["args"])
     try:
-        model.load_state_dict(load_file(str(path / WEIGHTS)))
+        model.load_state_dict(load_tensors(path / WEIGHTS))
     except (RuntimeError, OSError) as exc:
         raise GenaugError(f"{path}: weights do not match {arch}{meta['args']}: {str(exc).splitlines()[0]}") from None
     return model.eval(), meta

@@ -58,6 +58,7 @@ class DiffusionParts:
 
 def _init(cfg: Config, data: LabeledData, accelerator) -> DiffusionParts:
     dc = cfg.diffusion
+    torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone, not on what ran before
     unet = build_unet(dc, num_classes=data.num_classes, channels=data.channels, image_size=data.image_size)
     opt = torch.optim.AdamW(unet.parameters(), lr=dc.lr, weight_decay=0.0)
     lr_sched = get_cosine_schedule_with_warmup(opt, num_warmup_steps=dc.warmup_steps, num_training_steps=dc.steps)

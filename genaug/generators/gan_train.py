@@ -119,6 +119,7 @@ def ema_with_warmup(decay: float):
 
 def _init(cfg: Config, data: LabeledData, accelerator) -> GanParts:
     gc = cfg.gan
+    torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone, not on what ran before
     G, D = build_models(cfg, data)
     ema = AveragedModel(G, avg_fn=ema_with_warmup(gc.ema_decay), use_buffers=True)
     opt_g = torch.optim.Adam(G.parameters(), lr=gc.lr_g, betas=tuple(gc.betas))

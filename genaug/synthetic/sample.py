@@ -9,11 +9,14 @@ A rerun repairs what is missing (same seed -> same image) and generates nothing 
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from dataclasses import dataclass
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
 from tqdm import tqdm
 
 from genaug.config import Config
@@ -59,8 +62,6 @@ def _header(cfg: Config, gen: OpenedGenerator) -> dict:
 
 
 def _check_header(store: Store, header: dict, force: bool, replace_stale: bool = False) -> None:
-    import json
-
     path = store.root / HEADER
     old = json.loads(path.read_text()) if path.is_file() else None
     if old == header and not force:
@@ -79,24 +80,33 @@ def _check_header(store: Store, header: dict, force: bool, replace_stale: bool =
 def run_sample(cfg: Config, *, which: str | None = None, force: bool = False, replace_stale: bool = False) -> dict:
     """Generate, score, filter and top up ``gen_dataset/<run>/``; returns fidelity.json.
     Images from another generator or settings are an error, or deleted first with
-    ``force`` / ``replace_stale``."""
+    ``force`` / ``replace_stale``. Under ``accelerate launch`` the processes split the
+    classes (every image depends only on its class, index and seed, so the data set
+    is the one a single process writes) and rank 0 decides and writes the manifest."""
+    state = PartialState()
     gen = open_generator(cfg, which)
     ctx = _context(cfg, gen.classes)
-    _check_header(ctx.store, _header(cfg, gen), force, replace_stale)
-    sweep_temp(ctx.store.root)
-    rows = ctx.store.read_rows(scored=True)
-    ctx.store.clean(rows)
-    repaired = _repair(ctx, gen, rows)
-    added = _top_up(ctx, gen, rows)
-    result = finalise(ctx, rows)
-    result["run"] = {"generated": added, "repaired": repaired}
+    if state.is_main_process:
+        _check_header(ctx.store, _header(cfg, gen), force, replace_stale)
+        sweep_temp(ctx.store.root)
+        ctx.store.clean(ctx.store.read_rows(scored=True))
+    state.wait_for_everyone()
+    labels = list(range(state.process_index, ctx.data.num_classes, state.num_processes))
+    rows = [r for r in ctx.store.read_rows(scored=True) if r["label"] in labels]
+    counts = [_repair(ctx, gen, rows), _top_up(ctx, gen, rows, labels, show=state.is_main_process)]
+    if state.num_processes > 1:
+        counts = [sum(c) for c in zip(*gather_object([counts]))]
+    state.wait_for_everyone()
+    result = finalise(ctx, ctx.store.read_rows(scored=True)) if state.is_main_process else None
+    state.wait_for_everyone()
+    if result is None:
+        result = json.loads((ctx.store.root / FIDELITY).read_text())
+    result["run"] = {"generated": counts[1], "repaired": counts[0]}
     return result
 
 
 def run_filter(cfg: Config) -> dict:
     """Re-decide kept/rejected from the stored scores with the config's thresholds."""
-    import json
-
     header_path = cfg.gen_dir() / HEADER
     if not (cfg.gen_dir() / MANIFEST).is_file() or not header_path.is_file():
         raise GenaugError(f"no synthetic data set at {cfg.gen_dir()}: run 'genaug sample' first")
@@ -138,11 +148,12 @@ def _repair(ctx: Context, gen: OpenedGenerator, rows: list[dict]) -> int:
     return len(broken)
 
 
-def _top_up(ctx: Context, gen: OpenedGenerator, rows: list[dict]) -> int:
-    """Draw new candidates per class until ``per_class`` pass the filters (or the cap)."""
+def _top_up(ctx: Context, gen: OpenedGenerator, rows: list[dict], labels: list[int], show: bool = True) -> int:
+    """Draw new candidates for each of ``labels`` until ``per_class`` pass the filters
+    (or the cap); ``rows`` gains the new rows."""
     added = 0
-    with tqdm(total=ctx.cfg.sample.per_class * ctx.data.num_classes, desc="sample", unit="img") as bar:
-        for label in range(ctx.data.num_classes):
+    with tqdm(total=ctx.cfg.sample.per_class * len(labels), desc="sample", unit="img", disable=not show) as bar:
+        for label in labels:
             mine = [r for r in rows if r["label"] == label]
             added += _top_up_class(ctx, gen, label, mine, bar)
             rows[:] = [r for r in rows if r["label"] != label] + mine
@@ -178,8 +189,6 @@ def _top_up_class(ctx: Context, gen: OpenedGenerator, label: int, mine: list[dic
 def finalise(ctx: Context, rows: list[dict]) -> dict:
     """Decide kept/rejected, gate classes by FID, move PNGs, rewrite the manifest and
     fidelity.json. Idempotent: a second call with the same inputs writes nothing."""
-    import json
-
     sc, store = ctx.cfg.sample, ctx.store
     short = decide(rows, ctx.radii(), sc, filtering=sc.filter)
     decision = stable_hash({"rows": [(r["id"], r["kept"]) for r in rows], "extractor": sc.fid_extractor,

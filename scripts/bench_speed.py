@@ -1,0 +1,446 @@
+"""Throughput of genaug's training and sampling loops against a plain PyTorch loop of
+the same model and against denoising-diffusion-pytorch, in one run (issue #8).
+
+Every case runs in its own child process (so its peak memory is its own) on batches of
+real MNIST-5k training digits (28x28, 1 channel), ``--repeats`` times; the table gives
+the median images/s, the spread (min-max) and the peak memory.
+
+* GAN training: genaug's step (accelerate, DiffAugment, auxiliary classifier, EMA) vs a
+  plain fp32 loop of the same G and D (hinge loss, Adam, nothing else).
+* Diffusion training: genaug's step (v-prediction, label dropout, EMA, LR schedule) vs a
+  plain fp32 loop of the same UNet vs denoising-diffusion-pytorch's class-conditional
+  Unet of about the same size.
+* Sampling: the GAN's EMA generator; the diffusion UNet with DPM++ at 10/25/50 steps and
+  guidance 2 (two UNet passes per step); the peer's DDIM at 25 steps.
+* Classifier training: genaug's eval step (uint8 -> normalised input, shift
+  augmentation, label smoothing, channels-last) vs a plain fp32 loop of resnet_small28.
+
+    pip install denoising-diffusion-pytorch   # the peer, optional (rows skipped without it)
+    python scripts/bench_speed.py [--repeats 3] [--steps 20] [--write BENCHMARKS.md]
+
+With --write, the table replaces the section between the bench_speed markers. A GPU,
+when present, is used (with --precision bf16 / --channels-last / --compile options);
+CPU and GPU numbers are written as separate tables, never as one ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+CASES = ["gan_train_genaug", "gan_train_plain", "diffusion_train_genaug", "diffusion_train_plain", "diffusion_train_peer",
+         "gan_sample", "diffusion_sample_10", "diffusion_sample_25", "diffusion_sample_50", "peer_sample_25",
+         "classifier_train_genaug", "classifier_train_plain"]
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _digits(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n real MNIST-5k training digits: uint8 (n, 1, 28, 28) and labels (n,)."""
+    from genaug.config import DataConfig
+    from genaug.data import load_data
+
+    train = load_data(DataConfig(source="mnist5k")).splits["train"]
+    return torch.from_numpy(train.images[:n]).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(train.labels[:n])
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _timed(fn, steps: int, warmup: int = 3) -> float:
+    """Seconds per call of fn, after warmup calls; the device is synchronised around."""
+    for _ in range(warmup):
+        fn()
+    _sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    _sync()
+    return (time.perf_counter() - t0) / steps
+
+
+def _cfg(args):
+    from genaug.config import Config
+
+    return Config().model_copy(update={"seed": 0})
+
+
+# --- GAN -------------------------------------------------------------------------------
+
+def gan_train_genaug(args) -> dict:
+    from genaug.data import load_data
+    from genaug.generators.gan_train import _d_step, _g_step, _init
+    from genaug.training import make_accelerator
+
+    cfg = _cfg(args)
+    gc = cfg.gan.model_copy(update={"batch_size": args.batch_size, "mixed_precision": args.precision})
+    cfg = cfg.model_copy(update={"gan": gc})
+    data = load_data(cfg.data)
+    accelerator = make_accelerator(Path("/tmp/genaug_bench"), gc.mixed_precision)
+    parts = _init(cfg, data, accelerator)
+    x, y = _digits(args.batch_size)
+    dev = accelerator.device
+    real, y = x.to(dev).float().div(127.5).sub(1), y.to(dev)
+    g = torch.Generator(device=dev).manual_seed(0)
+
+    def step():
+        _d_step(parts, accelerator, real, y, torch.randn(len(y), gc.z_dim, device=dev, generator=g), g, gc.loss)
+        _g_step(parts, accelerator, y, torch.randn(len(y), gc.z_dim, device=dev, generator=g), g, gc.loss)
+
+    return {"img_s": args.batch_size / _timed(step, args.steps)}
+
+
+def gan_train_plain(args) -> dict:
+    from genaug.data import load_data
+    from genaug.generators.dcgan import d_loss, g_loss
+    from genaug.generators.gan_train import build_models
+
+    cfg = _cfg(args)
+    G, D = build_models(cfg, load_data(cfg.data))
+    dev = _device()
+    G, D = G.to(dev), D.to(dev)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.gan.lr_g, betas=tuple(cfg.gan.betas))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.gan.lr_d, betas=tuple(cfg.gan.betas))
+    x, y = _digits(args.batch_size)
+    real, y = x.to(dev).float().div(127.5).sub(1), y.to(dev)
+
+    def step():
+        with torch.no_grad():
+            fake = G(torch.randn(len(y), cfg.gan.z_dim, device=dev), y)
+        logits, _ = D(torch.cat([real, fake]), torch.cat([y, y]))
+        loss = d_loss("hinge", *logits.chunk(2))
+        opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_d.step()
+        logits, _ = D(G(torch.randn(len(y), cfg.gan.z_dim, device=dev), y), y)
+        loss = g_loss("hinge", logits)
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_g.step()
+
+    return {"img_s": args.batch_size / _timed(step, args.steps)}
+
+
+def gan_sample(args) -> dict:
+    from genaug.data import load_data
+    from genaug.generators.gan_train import build_models, generate
+
+    cfg = _cfg(args)
+    G, _ = build_models(cfg, load_data(cfg.data))
+    G = G.to(_device()).eval()
+    n = args.samples * 4
+    labels = torch.arange(n) % 10
+    return {"img_s": n / _timed(lambda: generate(G, labels, list(range(n)), cfg.gan.z_dim), 3, warmup=1)}
+
+
+# --- diffusion ---------------------------------------------------------------------------
+
+def _diffusion_cfg(args):
+    cfg = _cfg(args)
+    dc = cfg.diffusion.model_copy(update={"batch_size": args.batch_size, "mixed_precision": args.precision})
+    return cfg.model_copy(update={"diffusion": dc})
+
+
+def diffusion_train_genaug(args) -> dict:
+    from genaug.data import load_data
+    from genaug.generators.diffusion_train import _init, _train_step
+    from genaug.training import make_accelerator
+
+    cfg = _diffusion_cfg(args)
+    data = load_data(cfg.data)
+    accelerator = make_accelerator(Path("/tmp/genaug_bench"), cfg.diffusion.mixed_precision)
+    parts = _init(cfg, data, accelerator)
+    if args.channels_last:
+        parts.unet.to(memory_format=torch.channels_last)
+    x, y = _digits(args.batch_size)
+    dev = accelerator.device
+    x0, y = x.to(dev).float().div(127.5).sub(1), y.to(dev)
+    g = torch.Generator(device=dev).manual_seed(0)
+    parts.unet.train()
+    step = lambda: _train_step(parts, accelerator, x0, y, g, cfg.diffusion, data.num_classes)  # noqa: E731
+    return {"img_s": args.batch_size / _timed(step, args.steps), "params_m": _params(parts.unet)}
+
+
+def _params(model: torch.nn.Module) -> float:
+    return round(sum(p.numel() for p in model.parameters()) / 1e6, 2)
+
+
+def _unet(args):
+    from genaug.generators.diffusion import build_unet, noise_scheduler
+
+    cfg = _diffusion_cfg(args)
+    unet = build_unet(cfg.diffusion, num_classes=10, channels=1, image_size=28).to(_device())
+    if args.channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    return cfg, unet, noise_scheduler(cfg.diffusion)
+
+
+def diffusion_train_plain(args) -> dict:
+    cfg, unet, sched = _unet(args)
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.diffusion.lr)
+    x, y = _digits(args.batch_size)
+    dev = _device()
+    x0, y = x.to(dev).float().div(127.5).sub(1), y.to(dev)
+    model = torch.compile(unet) if args.compile else unet
+
+    def step():
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, 1000, (len(x0),), device=dev)
+        pred = model(sched.add_noise(x0, noise, t), t, class_labels=y).sample
+        loss = F.mse_loss(pred, sched.get_velocity(x0, noise, t))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    unet.train()
+    return {"img_s": args.batch_size / _timed(step, args.steps), "params_m": _params(unet)}
+
+
+def _diffusion_sample(args, steps: int) -> dict:
+    from genaug.generators.diffusion import sample
+
+    cfg, unet, sched = _unet(args)
+    unet.eval()
+    n = args.samples
+    labels = torch.arange(n) % 10
+    run = lambda: sample(unet, dict(sched.config), labels, list(range(n)), sampler="dpm++", steps=steps,  # noqa: E731
+                         guidance_scale=2.0, batch_size=n)
+    return {"img_s": n / _timed(run, 2, warmup=1)}
+
+
+def diffusion_sample_10(args) -> dict:
+    return _diffusion_sample(args, 10)
+
+
+def diffusion_sample_25(args) -> dict:
+    return _diffusion_sample(args, 25)
+
+
+def diffusion_sample_50(args) -> dict:
+    return _diffusion_sample(args, 50)
+
+
+def _peer(args):
+    from denoising_diffusion_pytorch.classifier_free_guidance import GaussianDiffusion, Unet
+
+    d = _diffusion_cfg(args).diffusion.block_channels[0]
+    model = Unet(dim=d, num_classes=10, dim_mults=(1, 2, 2), channels=1, cond_drop_prob=0.1)
+    return model, GaussianDiffusion(model, image_size=28, timesteps=1000, sampling_timesteps=25,
+                                    ddim_sampling_eta=0.0).to(_device())
+
+
+def diffusion_train_peer(args) -> dict:
+    model, diffusion = _peer(args)
+    opt = torch.optim.AdamW(diffusion.parameters(), lr=2e-4)
+    x, y = _digits(args.batch_size)
+    x01, y = x.to(_device()).float().div(255), y.to(_device())  # the peer normalises [0, 1] inputs itself
+
+    def step():
+        loss = diffusion(x01, classes=y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    diffusion.train()
+    return {"img_s": args.batch_size / _timed(step, args.steps), "params_m": _params(model)}
+
+
+def peer_sample_25(args) -> dict:
+    _, diffusion = _peer(args)
+    diffusion.eval()
+    n = args.samples
+    classes = (torch.arange(n) % 10).to(_device())
+
+    def run():
+        with torch.no_grad():
+            diffusion.sample(classes=classes, cond_scale=2.0, rescaled_phi=0.0)
+
+    return {"img_s": n / _timed(run, 2, warmup=1)}
+
+
+# --- classifier ----------------------------------------------------------------------------
+
+def _eval_data(args):
+    from genaug.evaluate.data import EvalData
+
+    x, y = _digits(512)
+    from genaug.data.base import Split
+
+    test = Split(images=x[:64].permute(0, 2, 3, 1).numpy(), labels=y[:64].numpy(), ids=[str(i) for i in range(64)])
+    return EvalData(classes=[str(i) for i in range(10)], channels=1, size=28, train_x=x, train_y=y, val_x=x[:64],
+                    val_y=y[:64], syn_x=x[:0], syn_y=y[:0], test=test, synthetic={})
+
+
+def classifier_train_genaug(args) -> dict:
+    from genaug.evaluate.train import _train_step, _trainer, augment
+
+    cfg = _cfg(args)
+    ec = cfg.eval.model_copy(update={"batch_size": args.batch_size, "mixed_precision": args.precision,
+                                     "channels_last": True})
+    t = _trainer(ec, _eval_data(args))
+    x, y = _digits(args.batch_size)
+    g = torch.Generator().manual_seed(0)
+    return {"img_s": args.batch_size / _timed(lambda: _train_step(t, augment(x, ec.augment, g), y), args.steps)}
+
+
+def classifier_train_plain(args) -> dict:
+    import timm
+
+    import genaug.models  # noqa: F401  (registers resnet_small28)
+
+    dev = _device()
+    model = timm.create_model("resnet_small28", num_classes=10, in_chans=1).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=0.05)
+    x, y = _digits(args.batch_size)
+    x, y = x.to(dev).float().div(127.5).sub(1), y.to(dev)
+
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    model.train()
+    return {"img_s": args.batch_size / _timed(step, args.steps)}
+
+
+# --- driver ----------------------------------------------------------------------------------
+
+def run_case(name: str, args) -> dict:
+    """Run one case in this process and return its numbers plus peak memory."""
+    torch.manual_seed(0)
+    out = globals()[name](args)
+    if torch.cuda.is_available():
+        out["peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
+        out["memory"] = "GPU allocated"
+    else:
+        out["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        out["memory"] = "process RSS"
+    return out
+
+
+def child(name: str, args) -> dict | None:
+    cmd = [sys.executable, __file__, "--case", name, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+           "--samples", str(args.samples), "--precision", args.precision]
+    cmd += ["--channels-last"] if args.channels_last else []
+    cmd += ["--compile"] if args.compile else []
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        print(f"{name}: skipped ({last})", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__})"
+
+
+ROWS = [  # (what, genaug case, plain-loop case, peer case)
+    ("GAN training (DCGAN, batch B)", "gan_train_genaug", "gan_train_plain", None),
+    ("diffusion training (UNet, batch B)", "diffusion_train_genaug", "diffusion_train_plain", "diffusion_train_peer"),
+    ("GAN sampling", "gan_sample", None, None),
+    ("diffusion sampling, DPM++ 10 steps, w=2", "diffusion_sample_10", None, None),
+    ("diffusion sampling, DPM++ 25 steps, w=2 (peer: DDIM 25)", "diffusion_sample_25", None, "peer_sample_25"),
+    ("diffusion sampling, DPM++ 50 steps, w=2", "diffusion_sample_50", None, None),
+    ("classifier training (resnet_small28, batch B)", "classifier_train_genaug", "classifier_train_plain", None),
+]
+
+
+def table(results: dict[str, list[dict]], args) -> str:
+    def cell(name):
+        runs = results.get(name) or []
+        if not runs:
+            return "—"
+        v = [r["img_s"] for r in runs]
+        spread = f" ({min(v):.1f}-{max(v):.1f})" if len(v) > 1 else ""
+        return f"{statistics.median(v):.1f}{spread}, {max(r['peak_mb'] for r in runs)} MB"
+
+    def ratio(a, b):
+        if not results.get(a) or not results.get(b):
+            return "—"
+        return f"{statistics.median(r['img_s'] for r in results[a]) / statistics.median(r['img_s'] for r in results[b]):.2f}x"
+
+    flags = [f"--precision {args.precision}"] + (["--channels-last"] if args.channels_last else []) + \
+            (["--compile"] if args.compile else [])
+    mem = next((r[0]["memory"] for r in results.values() if r), "peak memory")
+    lines = [
+        f"Device: {device_name()}. Date: {datetime.date.today().isoformat()}. Runs: {args.repeats} per cell "
+        f"(median, min-max). B = {args.batch_size}. Command: `python scripts/bench_speed.py --repeats {args.repeats} "
+        f"--steps {args.steps} --batch-size {args.batch_size} --samples {args.samples} {' '.join(flags)}`",
+        "",
+        f"| loop | genaug images/s, peak {mem} | plain PyTorch loop, same model | denoising-diffusion-pytorch "
+        "| genaug / plain | genaug / peer |",
+        "|---|---|---|---|---|---|",
+    ]
+    for what, ours, plain, peer in ROWS:
+        lines.append(f"| {what} | {cell(ours)} | {cell(plain) if plain else '—'} | {cell(peer) if peer else '—'} | "
+                     f"{ratio(ours, plain) if plain else '—'} | {ratio(ours, peer) if peer else '—'} |")
+    params = {k: results[k][0].get("params_m") for k in ("diffusion_train_genaug", "diffusion_train_peer") if results.get(k)}
+    if params:
+        lines += ["", "UNet parameters: " + ", ".join(f"{k.replace('diffusion_train_', '')} {v}M" for k, v in params.items())]
+    return "\n".join(lines)
+
+
+def write_section(path: Path, text: str, marker: str) -> None:
+    begin, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+    old = path.read_text() if path.exists() else ""
+    block = f"{begin}\n{text}\n{end}"
+    new = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, old, flags=re.S) if begin in old \
+        else old.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(new)
+
+
+def main(argv: list[str] | None = None) -> str | None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=20, help="timed training steps per run (after 3 warm-up steps)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--samples", type=int, default=64, help="images per diffusion sampling call")
+    ap.add_argument("--precision", choices=["no", "bf16", "fp16"], default="no")
+    ap.add_argument("--channels-last", action="store_true", help="diffusion UNet in channels-last memory format")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the plain diffusion loop's UNet")
+    ap.add_argument("--cases", nargs="+", default=CASES, choices=CASES)
+    ap.add_argument("--case", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--write", default=None, help="markdown file whose bench_speed section is replaced")
+    args = ap.parse_args(argv)
+    if args.case:
+        print(json.dumps(run_case(args.case, args)))
+        return None
+    results: dict[str, list[dict]] = {name: [] for name in args.cases}
+    for rep in range(args.repeats):
+        for name in args.cases:
+            row = child(name, args)
+            if row:
+                results[name].append(row)
+                print(f"run {rep + 1}/{args.repeats} {name}: {row['img_s']:.1f} img/s, {row['peak_mb']} MB", file=sys.stderr)
+    text = table(results, args)
+    print(text)
+    if args.write:
+        marker = "bench_speed_gpu" if torch.cuda.is_available() else "bench_speed_cpu"
+        write_section(Path(args.write), text, marker)
+    return text
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    main(sys.argv[1:])
