@@ -22,6 +22,22 @@ import time
 from pathlib import Path
 
 
+def cpu_times() -> list[int]:
+    """The aggregate 'cpu' line of /proc/stat (user nice system idle iowait irq softirq steal ...)."""
+    try:
+        return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return []
+
+
+def steal_share(before: list[int], after: list[int]) -> float | None:
+    """Share of CPU time the hypervisor gave to other guests over the run (virtual machines)."""
+    if len(before) < 8 or len(after) < 8:
+        return None
+    delta = [b - a for a, b in zip(before, after)]
+    return round(delta[7] / max(1, sum(delta[:8])), 3)
+
+
 def run_one(seed: int, args) -> dict:
     run = f"{args.prefix}_seed{seed}"
     cmd = [sys.executable, "-m", "genaug", "pipeline", "--force", "--run", run, "--set", f"seed={seed}"]
@@ -29,17 +45,17 @@ def run_one(seed: int, args) -> dict:
         cmd += ["--config", args.config]
     for kv in args.set or []:
         cmd += ["--set", kv]
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_times()
     log = Path(args.runs_dir) / f"{run}.pipeline.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - t0
+    seconds, steal = time.perf_counter() - t0, steal_share(cpu0, cpu_times())
     if proc.returncode != 0:
         raise SystemExit(f"pipeline for seed {seed} failed (exit {proc.returncode}); see {log}")
     metrics = json.loads((Path(args.runs_dir) / run / "eval" / "metrics.json").read_text())
     base, aug = metrics["settings"][0], metrics["settings"][-1]
-    row = {"seed": seed, "run": run, "seconds": round(seconds, 1), "mix": aug["mix"],
+    row = {"seed": seed, "run": run, "seconds": round(seconds, 1), "cpu_steal": steal, "mix": aug["mix"],
            "baseline": base["test_acc"], "augmented": aug["test_acc"], "gain": aug["gain_acc"],
            "kept_synthetic": metrics["synthetic"]["n"], "real_train": metrics["real"]["train"]}
     if args.control:
@@ -65,14 +81,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = ap.parse_args(argv)
     rows = [run_one(s, args) for s in args.seeds]
     print(f"device: cpu ({platform.machine()}, {__import__('os').cpu_count()} cores); date {time.strftime('%Y-%m-%d')}")
-    print("| base seed | wall time | real train | kept synthetic | r | baseline acc [95% CI] | augmented acc [95% CI] "
-          "| paired gain [95% CI] |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| base seed | wall time | CPU steal | real train | kept synthetic | r | baseline acc [95% CI] "
+          "| augmented acc [95% CI] | paired gain [95% CI] |")
+    print("|---|---|---|---|---|---|---|---|---|")
     def ci(c, sign=""):
         return f"{c['mean']:{sign}.4f} [{c['lo']:{sign}.4f}, {c['hi']:{sign}.4f}]"
 
     for r in rows:
-        print(f"| {r['seed']} | {r['seconds'] / 60:.1f} min | {r['real_train']} | {r['kept_synthetic']} | {r['mix']:g} | "
+        steal = "n/a" if r["cpu_steal"] is None else f"{100 * r['cpu_steal']:.0f}%"
+        print(f"| {r['seed']} | {r['seconds'] / 60:.1f} min | {steal} | {r['real_train']} | {r['kept_synthetic']} | {r['mix']:g} | "
               f"{ci(r['baseline'])} | {ci(r['augmented'])} | {ci(r['gain'], '+')} |")
     if args.control:
         print("\nSame runs, real images drawn class-first (eval.real_sampling=balanced, the resampling baseline):\n")
