@@ -136,7 +136,7 @@ TEMP_PATTERNS = (".*.tmp", "*.tmp", ".tmp_*", ".*.tmp.png", ".*.old")
 
 def sweep_temp(root: str | Path) -> int:
     """Clear what a crash can leave under ``root``: temp files and directories
-    (``.name.XXXX.tmp``, ``name.tmp``, checkpoint ``.tmp_step_N``, staging
+    (``.name.<random>.tmp``, ``name.tmp``, checkpoint ``.tmp_step_N``, staging
     ``.name.tmp``) are removed; a ``.name.old`` directory whose ``name`` is missing (a
     crash between :func:`replace_dir`'s two renames) is renamed back, else removed.
     Returns how many entries it cleared. Call it before a stage writes, never while

@@ -163,7 +163,8 @@ def _top_up(ctx: Context, gen: OpenedGenerator, rows: list[dict], labels: list[i
 
 def _top_up_class(ctx: Context, gen: OpenedGenerator, label: int, mine: list[dict], bar: tqdm) -> int:
     """One class's top-up; appends the new rows to ``mine``, returns how many were drawn."""
-    sc, radius, added = ctx.cfg.sample, ctx.radii()[label], 0
+    sc, added = ctx.cfg.sample, 0
+    radius = ctx.ref.radius(label, sc.realism_quantile)  # this class only, not all of ctx.radii()
     ok = passing_count(mine, label, radius, sc, filtering=sc.filter)
     bar.update(min(ok, sc.per_class))
     cap = sc.per_class * (sc.max_tries if sc.filter else 1)
