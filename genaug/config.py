@@ -134,7 +134,9 @@ class EvalConfig(Section):
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     mixup: float = Field(0.0, ge=0.0)
     cutmix: float = Field(0.0, ge=0.0)
-    augment: Literal["none", "shift", "shift_flip"] = "shift"
+    augment: Literal["none", "shift", "shift_flip", "randaugment"] = Field(
+        "shift", description="shift: random 2 px shifts; shift_flip: + horizontal flips; randaugment: + flips and 2 "
+        "RandAugment ops per image (magnitude 9/30)")
     real_sampling: Literal["uniform", "balanced"] = Field(
         "uniform", description="real examples drawn uniformly over images, or over classes first (resampling baseline)")
     eval_every: int = Field(100, ge=1, description="val accuracy every N steps; the best-val weights are tested")
@@ -160,7 +162,7 @@ class Config(Section):
     diffusion: DiffusionConfig = DiffusionConfig()
     judge: JudgeConfig = JudgeConfig(lr=4e-3, steps=400)
     sample: SampleConfig = SampleConfig(min_confidence=0.6)
-    eval: EvalConfig = EvalConfig(model="resnet_small28", lr=4e-3, steps=400, batch_size=32, eval_every=100, seeds=6,
+    eval: EvalConfig = EvalConfig(model="resnet_small28", lr=4e-3, steps=300, batch_size=32, eval_every=100, seeds=5,
                                   mix="0.5")
     paths: PathsConfig = PathsConfig()
 

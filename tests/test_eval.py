@@ -13,7 +13,9 @@ from genaug.evaluate import run as eval_run
 from genaug.evaluate.classifier import apply_strategy, create_classifier, head_names
 from genaug.evaluate.data import load_eval_data
 from genaug.evaluate.stats import paired_gain, t_interval
-from genaug.evaluate.train import synthetic_count
+import torchvision.transforms.v2.functional as TF
+
+from genaug.evaluate.train import _RAND_OPS, augment, synthetic_count
 from genaug.io import append_jsonl
 from genaug.synthetic.store import MANIFEST, Store, image_id
 
@@ -73,6 +75,39 @@ def test_synthetic_share_is_exact_over_a_run():
             total = sum(synthetic_count(t, r, b) for t in range(100))
             assert total == round(r * b * 100)
             assert all(0 <= synthetic_count(t, r, b) <= b for t in range(100))
+
+
+def test_randaugment_is_seeded_shape_keeping_and_draws_a_fixed_count():
+    x = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    a, b = augment(x, "randaugment", g1), augment(x, "randaugment", g2)
+    assert torch.equal(a, b) and a.dtype == torch.uint8 and a.shape == x.shape
+    assert not torch.equal(a, augment(x, "randaugment", torch.Generator().manual_seed(2)))
+    assert not torch.equal(a, augment(x, "shift_flip", torch.Generator().manual_seed(1)))  # the ops did something
+    augment(torch.zeros_like(x), "randaugment", g2)  # other pixels, same draws: paired runs stay in step
+    augment(x, "randaugment", g1)
+    assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=g2))
+    rgb = torch.randint(0, 256, (4, 3, 28, 28), dtype=torch.uint8)
+    assert augment(rgb, "randaugment", g1).shape == rgb.shape
+
+
+@pytest.mark.parametrize("name,reference", [
+    ("autocontrast", lambda img, m: TF.autocontrast(img)),
+    ("equalize", lambda img, m: TF.equalize(img)),
+    ("solarize", lambda img, m: TF.solarize(img, int(255 - 256 * abs(m)))),
+    ("posterize", lambda img, m: TF.posterize(img, 8 - round(4 * abs(m)))),
+    ("contrast", lambda img, m: TF.adjust_contrast(img, 1 + 0.9 * m)),
+    ("brightness", lambda img, m: TF.adjust_brightness(img, 1 + 0.9 * m)),
+    ("sharpness", lambda img, m: TF.adjust_sharpness(img, 1 + 0.9 * m)),
+])
+def test_batched_randaugment_ops_match_torchvision_per_image(name, reference):
+    op = dict(_RAND_OPS)[name]
+    for channels in (1, 3):
+        x = torch.randint(0, 256, (6, channels, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+        m = torch.tensor([0.3, -0.3, 0.3, -0.3, 0.6, -0.6])
+        got = (op(x, m) + 0.5).clamp(0, 255).to(torch.uint8).int()
+        want = torch.stack([reference(img, float(v)) for img, v in zip(x, m)]).int()
+        assert (got - want).abs().max() <= 1, name
 
 
 def test_t_interval_reference_values():
@@ -242,3 +277,21 @@ def test_rebalancing_caution_only_for_imbalanced_uniform_runs():
 def test_unknown_model_is_a_config_error():
     with pytest.raises(ConfigError, match="nosuch_model"):
         create_classifier(EvalConfig(model="nosuch_model"), num_classes=3, channels=1, data_size=28)
+
+
+@pytest.mark.parametrize("name,stage_sizes", [("resnet_small28", [28, 14, 7, 4]), ("resnet_fast28", [14, 7, 4, 2]),
+                                              ("resnet_medium32", [28, 14, 7, 4])])
+def test_small_registered_resnets_keep_resolution_through_the_stem(name, stage_sizes):
+    import timm
+
+    import genaug.models  # noqa: F401  (registers the models)
+
+    model = timm.create_model(name, num_classes=10, in_chans=1).eval()
+    sizes = []
+    hooks = [getattr(model, f"layer{i}").register_forward_hook(lambda m, i, o: sizes.append(o.shape[-1]))
+             for i in range(1, 5)]
+    with torch.no_grad():
+        out = model(torch.zeros(2, 1, 28, 28))
+    for h in hooks:
+        h.remove()
+    assert out.shape == (2, 10) and sizes == stage_sizes
