@@ -157,12 +157,12 @@ class Config(Section):
     # MNIST-5k training split and settings sized for <= 10 minutes of `genaug pipeline`
     # on a 2-core CPU. A config file's sections start from the section defaults instead.
     data: DataConfig = DataConfig(imbalance=0.05)
-    gan: GanConfig = GanConfig(lr_g=8e-4, lr_d=8e-4, aux_weight=0.3, diffaugment="translation,cutout,color", steps=1000,
-                               eval_every=500, checkpoint_every=500, fid_samples=500)
+    gan: GanConfig = GanConfig(lr_g=8e-4, lr_d=8e-4, aux_weight=0.3, diffaugment="translation,cutout,color", steps=800,
+                               eval_every=400, checkpoint_every=400, fid_samples=500)
     diffusion: DiffusionConfig = DiffusionConfig()
     judge: JudgeConfig = JudgeConfig(lr=4e-3, steps=400)
     sample: SampleConfig = SampleConfig(min_confidence=0.6)
-    eval: EvalConfig = EvalConfig(model="resnet_small28", lr=4e-3, steps=300, batch_size=32, eval_every=100, seeds=5,
+    eval: EvalConfig = EvalConfig(model="resnet_small28", lr=4e-3, steps=300, batch_size=32, eval_every=100, seeds=4,
                                   mix="0.5")
     paths: PathsConfig = PathsConfig()
 
