@@ -117,7 +117,7 @@ def rand_augment(x: torch.Tensor, g: torch.Generator, n: int = 2, magnitude: flo
         for k, (_, op) in enumerate(_RAND_OPS):
             sel = torch.nonzero(ops[:, j] == k).flatten()
             if len(sel):
-                # +0.5 and truncate: Tensor.round() takes ~4 ms on a small tensor with 2 threads here
+                # +0.5 and truncate (Tensor.round() took ~4 ms on such a tensor while another process held the cores)
                 out[sel] = (op(x[sel], signs[sel, j] * magnitude) + 0.5).clamp(0, 255).to(torch.uint8)
         x = out
     return x
@@ -134,7 +134,7 @@ def augment(x: torch.Tensor, kind: str, g: torch.Generator, pad: int = 2) -> tor
     flip = torch.rand(len(x), generator=g) < 0.5
     if kind in ("shift_flip", "randaugment"):
         out = torch.where(flip.view(-1, 1, 1, 1), out.flip(-1), out)
-    out = out.to(torch.uint8)  # whole numbers already (shifted and flipped uint8 pixels); no round()
+    out = out.to(torch.uint8)  # whole numbers already (shifted and flipped uint8 pixels)
     return rand_augment(out, g) if kind == "randaugment" else out
 
 
