@@ -116,7 +116,8 @@ def ci(c: dict, signed: bool = False) -> str:
 def table(results: list[dict], args, device: str) -> str:
     cmd = "python scripts/bench_quality.py " + " ".join(
         [f"--per-class {' '.join(map(str, args.per_class))}", f"--generators {' '.join(args.generators)}",
-         f"--seeds {args.seeds}"])
+         f"--seeds {args.seeds}"] + ([f"--config {args.config}"] if args.config != CONFIG else [])
+        + [f"--set {kv}" for kv in args.set or []])
     lines = [f"Device: {device}. Date: {time.strftime('%Y-%m-%d')}. Command: `{cmd}`. Runs: {args.seeds} classifier "
              f"seeds per row (paired across rows), one generator per K and generator kind (base seed {args.seed}).", ""]
     for k in sorted({r["k"] for r in results}):
@@ -161,18 +162,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--fid-images", type=int, default=500, help="images per side for FID/KID (Inception: ~20/s on CPU)")
     ap.add_argument("--fid-extractors", nargs="+", default=["inception", "judge"], choices=["inception", "judge"])
     ap.add_argument("--write", default=None, help="markdown file whose bench_quality section is replaced")
+    ap.add_argument("--table-only", action="store_true", help="rebuild the table from <runs-dir>/quality.json")
     args = ap.parse_args(argv)
     import torch
 
     from bench_speed import write_section
 
-    results = []
-    for k in args.per_class:
-        for gen in args.generators:
-            results.append(one_setting(args, k, gen))
-            print(f"K={k} {gen}: done in {results[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
     out = Path(args.runs_dir) / "quality.json"
-    out.write_text(json.dumps(results, indent=1))
+    if args.table_only:
+        results = json.loads(out.read_text())
+    else:
+        results = []
+        for k in args.per_class:
+            for gen in args.generators:
+                results.append(one_setting(args, k, gen))
+                print(f"K={k} {gen}: done in {results[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
+        out.write_text(json.dumps(results, indent=1))
     gpu = torch.cuda.is_available()
     device = (f"GPU ({torch.cuda.get_device_name(0)})" if gpu else
               f"CPU ({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__})")
