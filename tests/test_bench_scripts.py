@@ -1,0 +1,69 @@
+"""The benchmark scripts' bookkeeping: which share 'auto' reports, what the table and
+BENCHMARKS.md sections hold (the measurements themselves are the scripts' runs)."""
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+
+SCRIPTS = Path(__file__).parents[1] / "scripts"
+
+
+def load(name: str):
+    sys.path.insert(0, str(SCRIPTS))
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def ci(mean: float) -> dict:
+    return {"mean": mean, "lo": mean - 0.01, "hi": mean + 0.01, "std": 0.01, "n": 5}
+
+
+def setting(mix: float, val: float, test: float, base: float = 0.5) -> dict:
+    s = {"mix": mix, "val_acc": ci(val), "test_acc": ci(test), "test_f1": ci(test - 0.01)}
+    if mix > 0:
+        s["gain_acc"] = ci(test - base)
+    return s
+
+
+def part(settings: list[dict], n: int) -> dict:
+    return {"metrics": {"settings": settings, "seeds": [0, 1], "real": {"train": 100}, "synthetic": {"n": n},
+                        "model": "resnet_fast28", "steps": 300, "batch_size": 32},
+            "fidelity": {"inception": {"fid": 120.5, "kid": 0.05}, "judge": {"fid": 3.2, "kid": 0.01}}}
+
+
+def test_auto_takes_the_best_validation_share_never_cas_and_ties_go_to_the_smaller():
+    bq = load("bench_quality")
+    settings = [setting(0.0, 0.60, 0.5), setting(0.1, 0.70, 0.4), setting(0.3, 0.70, 0.9), setting(0.5, 0.65, 0.99),
+                setting(1.0, 0.99, 0.3)]
+    assert bq.auto_choice(settings)["mix"] == 0.1  # best val (tie with 0.3 -> smaller); CAS and test play no part
+    assert bq.auto_choice([setting(0.0, 0.9, 0.5), setting(0.1, 0.8, 0.9)])["mix"] == 0.0
+
+
+def test_table_has_baseline_every_share_auto_and_cas_for_both_filter_settings():
+    bq = load("bench_quality")
+    settings = [setting(0.0, 0.6, 0.5), setting(0.1, 0.7, 0.55), setting(0.3, 0.6, 0.52), setting(0.5, 0.6, 0.51),
+                setting(1.0, 0.4, 0.3)]
+    results = [{"k": 10, "generator": "gan", "filtered": part(settings, 800), "unfiltered": part(settings, 1000)}]
+    args = argparse.Namespace(per_class=[10], generators=["gan"], seeds=5, seed=0, config=bq.CONFIG,
+                              set=["eval.steps=300"])
+    text = bq.table(results, args, "CPU (test)")
+    assert "--set eval.steps=300" in text and "real only + RandAugment (baseline)" in text
+    for name in ("filtered", "unfiltered"):
+        for label in ("mix 0.1", "mix 0.3", "mix 0.5", "auto (picked 0.1 on val)", "CAS (synthetic only)"):
+            assert f"+ GAN {name}, {label} |" in text
+    assert "+0.0500 [+0.0400, +0.0600]" in text and "-0.2000" in text and "120.50 / 0.0500" in text
+
+
+def test_write_section_replaces_only_its_markers(tmp_path):
+    bs = load("bench_speed")
+    md = tmp_path / "B.md"
+    md.write_text("intro\n<!-- a -->\nold\n<!-- /a -->\n<!-- b -->\nkeep\n<!-- /b -->\n")
+    bs.write_section(md, "new", "a")
+    bs.write_section(md, "added", "c")
+    text = md.read_text()
+    assert "old" not in text and "<!-- a -->\nnew\n<!-- /a -->" in text and "keep" in text
+    assert text.rstrip().endswith("<!-- c -->\nadded\n<!-- /c -->")
