@@ -103,14 +103,16 @@ def one_setting(args, k: int, gen: str) -> dict:
 
 
 def auto_choice(settings: list[dict]) -> dict:
-    """The setting ``--mix auto`` would pick: best mean val accuracy among 0 and MIXES."""
-    pool = [s for s in settings if s["mix"] == 0.0 or s["mix"] in MIXES]
-    return max(pool, key=lambda s: (s["val_acc"]["mean"], -s["mix"]))
+    """The setting ``--mix auto`` would pick among 0 and MIXES (CAS is not a candidate)."""
+    from genaug.evaluate.run import auto_choice as pick
+
+    return pick([s for s in settings if s["mix"] == 0.0 or s["mix"] in MIXES])
 
 
 def ci(c: dict, signed: bool = False) -> str:
-    f = "+.4f" if signed else ".4f"
-    return f"{c['mean']:{f}} [{c['lo']:{f}}, {c['hi']:{f}}]"
+    from genaug.evaluate.stats import fmt
+
+    return fmt(c, signed=signed)
 
 
 def table(results: list[dict], args, device: str) -> str:

@@ -101,6 +101,12 @@ def _setting(r: float, by_seed: dict[int, dict], base: dict[int, dict]) -> dict:
     return out
 
 
+def auto_choice(settings: list[dict]) -> dict:
+    """The setting ``--mix auto`` picks: the best mean validation accuracy, ties to the
+    smaller share. Chosen on validation only; the test split plays no part."""
+    return max(settings, key=lambda s: (s["val_acc"]["mean"], -s["mix"]))
+
+
 def summarise(cfg: Config, ed: EvalData, rows: dict[float, dict[int, dict]], *, auto: bool, key: str) -> dict:
     settings = [_setting(r, rows[r], rows[0.0]) for r in sorted(rows)]
     metrics = {
@@ -113,8 +119,8 @@ def summarise(cfg: Config, ed: EvalData, rows: dict[float, dict[int, dict]], *, 
         "synthetic": ed.synthetic, "baseline_mix": 0.0, "settings": settings,
         "per_seed": [row for r in sorted(rows) for row in rows[r].values()],
     }
-    if auto:  # chosen on validation accuracy only; the test split plays no part
-        best = max(settings, key=lambda s: (s["val_acc"]["mean"], -s["mix"]))
+    if auto:
+        best = auto_choice(settings)
         metrics["auto"] = {"chosen_mix": best["mix"], "by": "mean val accuracy",
                            "val_acc_by_mix": {str(s["mix"]): s["val_acc"]["mean"] for s in settings}}
     return metrics
