@@ -54,31 +54,64 @@ def genaug(args, *argv: str, log: Path) -> None:
             raise SystemExit(f"failed: genaug {' '.join(argv)}; see {log}")
 
 
-def fid_columns(args, run: str, k: int, gen_run: str) -> dict:
-    """FID/KID of the kept images of ``gen_run`` against run ``run``'s K-shot training split."""
+def kshot_train(args, k: int):
+    """The K-shot training split (uint8, N x C x H x W): the FID/KID reference."""
+    import torch
+
+    from genaug.data import load_data
+
+    data = load_data(_cfg(args, k, f"fm_k{k}").data)
+    return torch.from_numpy(data.splits["train"].images).permute(0, 3, 1, 2)
+
+
+def _cfg(args, k: int, run: str):
+    from genaug.config import load_config
+
+    return load_config(args.config, [f"data.real_per_class={k}", f"run={run}", f"paths.runs_dir={args.runs_dir}",
+                                     f"paths.gen_dir={args.runs_dir}/gen_dataset", *(args.set or [])])
+
+
+def fid_columns(args, run: str, k: int, gen_run: str, ids_hash: str, real) -> dict:
+    """FID/KID of the kept images of ``gen_run`` against the K-shot training split ``real``.
+
+    Cached in ``<runs-dir>/<gen_run>/bench_fidelity.json`` under the kept set's ids hash,
+    so a rerun computes only what a changed synthetic set needs."""
     import numpy as np
     import torch
 
-    from genaug.config import load_config
-    from genaug.data import load_data
     from genaug.fidelity import fidelity
+    from genaug.io import atomic_write_json
     from genaug.synthetic.store import Store
 
-    cfg = load_config(args.config, [f"data.real_per_class={k}", f"run={gen_run}", f"paths.runs_dir={args.runs_dir}",
-                                    f"paths.gen_dir={args.runs_dir}/gen_dataset", *(args.set or [])])
-    data = load_data(cfg.data)
-    real = torch.from_numpy(data.splits["train"].images).permute(0, 3, 1, 2)
-    store = Store(cfg.gen_dir(), data.classes)
-    rows = [r for r in store.read_rows() if r.get("kept")]
-    keep = np.sort(np.random.default_rng(0).permutation(len(rows))[: args.fid_images])  # a seeded subset
-    fake = torch.stack([store.read_png(rows[i]["label"], rows[i]["id"]) for i in keep])
-    out = {}
+    cache_path = Path(args.runs_dir) / gen_run / "bench_fidelity.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    out, fake = {}, None
     for extractor in args.fid_extractors:
-        m = fidelity(fake, real[: args.fid_images], extractor=extractor, judge_dir=Path(args.runs_dir) / run / "judge",
-                     reference=f"fashion-mnist train, {k} per class")
-        out[extractor] = {"fid": m["fid"], "kid": m["kid_mean"], "kid_std": m["kid_std"], "n_fake": m["n_fake"],
+        key = f"{extractor}:{ids_hash}:{args.fid_images}"
+        if key not in cache:
+            if fake is None:
+                cfg = _cfg(args, k, gen_run)
+                store = Store(cfg.gen_dir(), [str(c) for c in range(10)])
+                rows = [r for r in store.read_rows() if r.get("kept")]
+                keep = np.sort(np.random.default_rng(0).permutation(len(rows))[: args.fid_images])  # a seeded subset
+                fake = torch.stack([store.read_png(rows[i]["label"], rows[i]["id"]) for i in keep])
+            m = fidelity(fake, real[: args.fid_images], extractor=extractor,
+                         judge_dir=Path(args.runs_dir) / run / "judge", reference=f"fashion-mnist train, {k} per class")
+            cache[key] = {"fid": m["fid"], "kid": m["kid_mean"], "kid_std": m["kid_std"], "n_fake": m["n_fake"],
                           "n_real": m["n_real"]}
+            atomic_write_json(cache_path, cache)
+        out[extractor] = cache[key]
     return out
+
+
+def generator_budget(args, k: int, gen: str) -> str:
+    """What the generator of one setting is: its kind, size and training steps."""
+    cfg = _cfg(args, k, f"fm_k{k}_{gen}")
+    if gen == "gan":
+        return f"DCGAN (G/D width {cfg.gan.g_channels}/{cfg.gan.d_channels}), {cfg.gan.steps:,} steps x {cfg.gan.batch_size}"
+    d = cfg.diffusion
+    return (f"UNet {list(d.block_channels)}, {d.steps:,} steps x {d.batch_size}; {d.sampler.upper()} {d.sample_steps} "
+            f"steps, guidance {d.guidance_scale:g}")
 
 
 def one_setting(args, k: int, gen: str) -> dict:
@@ -93,13 +126,37 @@ def one_setting(args, k: int, gen: str) -> dict:
     best = Path(args.runs_dir) / run / gen / "best"
     genaug(args, "sample", "--run", unf, "--no-filter", "--generator", str(best), *common, log=log)
     genaug(args, "eval-classifier", "--run", unf, *common, log=log)
-    result = {"k": k, "generator": gen, "seconds": round(time.perf_counter() - t0, 1)}
+    result = {"k": k, "generator": gen, "seconds": round(time.perf_counter() - t0, 1), "command": command(args),
+              "device": device_name(), "date": time.strftime("%Y-%m-%d"), "budget": generator_budget(args, k, gen)}
+    real = kshot_train(args, k)
     for name, r in (("filtered", run), ("unfiltered", unf)):
         metrics = json.loads((Path(args.runs_dir) / r / "eval" / "metrics.json").read_text())
         result[name] = {"metrics": {key: metrics[key] for key in ("settings", "seeds", "real", "synthetic", "model",
                                                                     "steps", "batch_size")},
-                        "fidelity": fid_columns(args, run, k, r)}
+                        "fidelity": fid_columns(args, run, k, r, metrics["synthetic"]["ids_hash"], real)}
     return result
+
+
+def command(args) -> str:
+    return "python scripts/bench_quality.py " + " ".join(
+        [f"--per-class {' '.join(map(str, args.per_class))}", f"--generators {' '.join(args.generators)}",
+         f"--seeds {args.seeds}"] + ([f"--config {args.config}"] if args.config != CONFIG else [])
+        + [f"--set {kv}" for kv in args.set or []])
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"GPU ({torch.cuda.get_device_name(0)})"
+    return f"CPU ({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__})"
+
+
+def merge(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` with every (K, generator) result of ``new`` replacing or joining it."""
+    fresh = {(r["k"], r["generator"]): r for r in new}
+    kept = [r for r in old if (r["k"], r["generator"]) not in fresh]
+    return sorted(kept + list(fresh.values()), key=lambda r: (r["k"], r["generator"]))
 
 
 def auto_choice(settings: list[dict]) -> dict:
@@ -115,22 +172,29 @@ def ci(c: dict, signed: bool = False) -> str:
     return fmt(c, signed=signed)
 
 
-def table(results: list[dict], args, device: str) -> str:
-    cmd = "python scripts/bench_quality.py " + " ".join(
-        [f"--per-class {' '.join(map(str, args.per_class))}", f"--generators {' '.join(args.generators)}",
-         f"--seeds {args.seeds}"] + ([f"--config {args.config}"] if args.config != CONFIG else [])
-        + [f"--set {kv}" for kv in args.set or []])
-    lines = [f"Device: {device}. Date: {time.strftime('%Y-%m-%d')}. Command: `{cmd}`. Runs: {args.seeds} classifier "
-             f"seeds per row (paired across rows), one generator per K and generator kind (base seed {args.seed}).", ""]
+def table(results: list[dict], args) -> str:
+    """Markdown: one block per K; each result names the command, device and date it ran with."""
+    runs = sorted({(r.get("command", command(args)), r.get("device", "?"), r.get("date", "?")) for r in results})
+    lines = [f"Runs: {args.seeds} classifier seeds per row (paired across rows), one generator per K and generator kind "
+             f"(base seed {args.seed}). Rows come from:", ""]
+    lines += [f"- `{cmd}` on {dev}, {date}" for cmd, dev, date in runs]
+    lines.append("")
     for k in sorted({r["k"] for r in results}):
         group = [r for r in results if r["k"] == k]
         m0 = group[0]["filtered"]["metrics"]
-        base = m0["settings"][0]
+        bases = {f"{r['generator'].upper()} {name}": r[name]["metrics"]["settings"][0] for r in group
+                 for name in ("filtered", "unfiltered")}
+        if len({json.dumps(b["test_acc"], sort_keys=True) for b in bases.values()}) == 1:
+            bases = {"": m0["settings"][0]}  # the real-only runs agree bit for bit: one baseline row
         lines += [f"**K = {k} real images per class** ({m0['real']['train']} training images; classifier {m0['model']}, "
-                  f"{m0['steps']} steps x {m0['batch_size']}; test: official 10k)", "",
+                  f"{m0['steps']} steps x {m0['batch_size']}; test: official 10k)", ""]
+        lines += [f"- {r['generator'].upper()}: {r['budget']}" for r in group if r.get("budget")]
+        lines += ["",
                   "| rows | synthetic kept | test accuracy [95% CI] | macro-F1 [95% CI] | paired gain over baseline [95% CI] "
                   "| FID / KID (Inception) | FID / KID (judge) |", "|---|---|---|---|---|---|---|",
-                  f"| real only + RandAugment (baseline) | 0 | {ci(base['test_acc'])} | {ci(base['test_f1'])} | — | — | — |"]
+                  ]
+        lines += [f"| real only + RandAugment (baseline{f' of the {run} run' if run else ''}) | 0 | "
+                  f"{ci(b['test_acc'])} | {ci(b['test_f1'])} | — | — | — |" for run, b in bases.items()]
         for r in group:
             for name in ("filtered", "unfiltered"):
                 part = r[name]
@@ -174,16 +238,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.table_only:
         results = json.loads(out.read_text())
     else:
-        results = []
+        results = json.loads(out.read_text()) if out.exists() else []
         for k in args.per_class:
             for gen in args.generators:
-                results.append(one_setting(args, k, gen))
-                print(f"K={k} {gen}: done in {results[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
-        out.write_text(json.dumps(results, indent=1))
+                results = merge(results, [one_setting(args, k, gen)])
+                out.write_text(json.dumps(results, indent=1))
+                print(f"K={k} {gen}: done", file=sys.stderr, flush=True)
     gpu = torch.cuda.is_available()
-    device = (f"GPU ({torch.cuda.get_device_name(0)})" if gpu else
-              f"CPU ({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__})")
-    text = table(results, args, device)
+    text = table(results, args)
     print(text)
     if args.write:
         write_section(Path(args.write), text, "bench_quality_gpu" if gpu else "bench_quality_cpu")

@@ -50,7 +50,7 @@ def test_table_has_baseline_every_share_auto_and_cas_for_both_filter_settings():
     results = [{"k": 10, "generator": "gan", "filtered": part(settings, 800), "unfiltered": part(settings, 1000)}]
     args = argparse.Namespace(per_class=[10], generators=["gan"], seeds=5, seed=0, config=bq.CONFIG,
                               set=["eval.steps=300"])
-    text = bq.table(results, args, "CPU (test)")
+    text = bq.table(results, args)
     assert "--set eval.steps=300" in text and "real only + RandAugment (baseline)" in text
     for name in ("filtered", "unfiltered"):
         for label in ("mix 0.1", "mix 0.3", "mix 0.5", "auto (picked 0.1 on val)", "CAS (synthetic only)"):
@@ -67,3 +67,39 @@ def test_write_section_replaces_only_its_markers(tmp_path):
     text = md.read_text()
     assert "old" not in text and "<!-- a -->\nnew\n<!-- /a -->" in text and "keep" in text
     assert text.rstrip().endswith("<!-- c -->\nadded\n<!-- /c -->")
+
+
+def test_merge_replaces_a_setting_and_keeps_the_others():
+    bq = load("bench_quality")
+    old = [{"k": 10, "generator": "gan", "v": 1}, {"k": 50, "generator": "gan", "v": 1}]
+    merged = bq.merge(old, [{"k": 10, "generator": "diffusion", "v": 2}, {"k": 50, "generator": "gan", "v": 2}])
+    assert [(r["k"], r["generator"], r["v"]) for r in merged] == [(10, "diffusion", 2), (10, "gan", 1), (50, "gan", 2)]
+
+
+def test_table_names_each_command_and_splits_baselines_that_disagree():
+    bq = load("bench_quality")
+    settings = [setting(0.0, 0.6, 0.5), setting(0.1, 0.7, 0.55), setting(1.0, 0.4, 0.3)]
+    other = [setting(0.0, 0.6, 0.49, base=0.49), setting(0.1, 0.7, 0.55, base=0.49), setting(1.0, 0.4, 0.3, base=0.49)]
+    results = [{"k": 10, "generator": "gan", "command": "python scripts/bench_quality.py --generators gan",
+                "device": "CPU (a)", "date": "2026-11-23", "budget": "DCGAN, 1,000 steps",
+                "filtered": part(settings, 800), "unfiltered": part(settings, 1000)},
+               {"k": 10, "generator": "diffusion", "command": "python scripts/bench_quality.py --generators diffusion",
+                "device": "CPU (a)", "date": "2026-11-24", "budget": "UNet [16, 32, 32], 2,000 steps",
+                "filtered": part(other, 900), "unfiltered": part(other, 1000)}]
+    args = argparse.Namespace(per_class=[10], generators=["gan"], seeds=5, seed=0, config=bq.CONFIG, set=None)
+    text = bq.table(results, args)
+    assert "- `python scripts/bench_quality.py --generators gan` on CPU (a), 2026-11-23" in text
+    assert "- `python scripts/bench_quality.py --generators diffusion` on CPU (a), 2026-11-24" in text
+    assert "- DIFFUSION: UNet [16, 32, 32], 2,000 steps" in text
+    assert text.count("| real only + RandAugment (baseline") == 4  # one per run: they differ
+    assert "(baseline of the DIFFUSION unfiltered run) | 0 | 0.4900" in text
+    same = bq.table([results[0]], args)
+    assert same.count("| real only + RandAugment (baseline) |") == 1
+
+
+def test_benchmark_config_loads_with_the_cpu_sized_unet():
+    from genaug.config import load_config
+
+    cfg = load_config(str(Path(__file__).parents[1] / "configs" / "bench_fmnist.yaml"), [])
+    assert list(cfg.diffusion.block_channels) == [16, 32, 32] and cfg.diffusion.prediction_type == "v_prediction"
+    assert cfg.eval.model == "resnet_fast28" and cfg.eval.augment == "randaugment"
