@@ -55,13 +55,13 @@ def genaug(args, *argv: str, log: Path) -> None:
 
 
 def kshot_train(args, k: int):
-    """The K-shot training split (uint8, N x C x H x W): the FID/KID reference."""
+    """The K-shot training split (uint8, N x C x H x W), the FID/KID reference, and the class names."""
     import torch
 
     from genaug.data import load_data
 
     data = load_data(_cfg(args, k, f"fm_k{k}").data)
-    return torch.from_numpy(data.splits["train"].images).permute(0, 3, 1, 2)
+    return torch.from_numpy(data.splits["train"].images).permute(0, 3, 1, 2), data.classes
 
 
 def _cfg(args, k: int, run: str):
@@ -71,7 +71,7 @@ def _cfg(args, k: int, run: str):
                                      f"paths.gen_dir={args.runs_dir}/gen_dataset", *(args.set or [])])
 
 
-def fid_columns(args, run: str, k: int, gen_run: str, ids_hash: str, real) -> dict:
+def fid_columns(args, run: str, k: int, gen_run: str, ids_hash: str, real, classes: list[str]) -> dict:
     """FID/KID of the kept images of ``gen_run`` against the K-shot training split ``real``.
 
     Cached in ``<runs-dir>/<gen_run>/bench_fidelity.json`` under the kept set's ids hash,
@@ -91,7 +91,7 @@ def fid_columns(args, run: str, k: int, gen_run: str, ids_hash: str, real) -> di
         if key not in cache:
             if fake is None:
                 cfg = _cfg(args, k, gen_run)
-                store = Store(cfg.gen_dir(), [str(c) for c in range(10)])
+                store = Store(cfg.gen_dir(), classes)
                 rows = [r for r in store.read_rows() if r.get("kept")]
                 keep = np.sort(np.random.default_rng(0).permutation(len(rows))[: args.fid_images])  # a seeded subset
                 fake = torch.stack([store.read_png(rows[i]["label"], rows[i]["id"]) for i in keep])
@@ -128,12 +128,12 @@ def one_setting(args, k: int, gen: str) -> dict:
     genaug(args, "eval-classifier", "--run", unf, *common, log=log)
     result = {"k": k, "generator": gen, "seconds": round(time.perf_counter() - t0, 1), "command": command(args),
               "device": device_name(), "date": time.strftime("%Y-%m-%d"), "budget": generator_budget(args, k, gen)}
-    real = kshot_train(args, k)
+    real, classes = kshot_train(args, k)
     for name, r in (("filtered", run), ("unfiltered", unf)):
         metrics = json.loads((Path(args.runs_dir) / r / "eval" / "metrics.json").read_text())
         result[name] = {"metrics": {key: metrics[key] for key in ("settings", "seeds", "real", "synthetic", "model",
                                                                     "steps", "batch_size")},
-                        "fidelity": fid_columns(args, run, k, r, metrics["synthetic"]["ids_hash"], real)}
+                        "fidelity": fid_columns(args, run, k, r, metrics["synthetic"]["ids_hash"], real, classes)}
     return result
 
 

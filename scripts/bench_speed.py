@@ -43,7 +43,12 @@ import torch.nn.functional as F
 
 CASES = ["gan_train_genaug", "gan_train_plain", "diffusion_train_genaug", "diffusion_train_plain", "diffusion_train_peer",
          "gan_sample", "diffusion_sample_10", "diffusion_sample_25", "diffusion_sample_50", "peer_sample_25",
-         "classifier_train_genaug", "classifier_train_plain"]
+         "classifier_train_genaug", "classifier_train_plain", "matmul_ceiling"]
+
+# Datasheet dense bf16 tensor-core peaks (TFLOP/s, no sparsity), matched in this order
+# against torch.cuda.get_device_name(); --peak-tflops overrides.
+PEAK_BF16_TFLOPS = [("H100 PCIe", 756.5), ("H100 NVL", 835.5), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4),
+                    ("A100", 312.0), ("L40S", 362.1), ("L4", 121.0), ("A10", 125.0)]
 
 
 def _device() -> torch.device:
@@ -76,6 +81,23 @@ def _timed(fn, steps: int, warmup: int = 3) -> float:
     return (time.perf_counter() - t0) / steps
 
 
+def _flops(fn) -> float:
+    """Model FLOPs of one call of fn (matmuls and convolutions, forward and backward), as
+    torch.utils.flop_counter counts them: 2 per multiply-add."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def _measure(fn, images: int, steps: int, warmup: int = 3, count=None) -> dict:
+    """Images/s of fn (each call handles ``images``) and its model FLOPs per image; ``count``
+    is the same work without torch.compile, which the FLOP counter cannot see through."""
+    flops = _flops(count or fn) / images
+    return {"img_s": images / _timed(fn, steps, warmup), "flops_per_img": flops}
+
+
 def _cfg(args):
     from genaug.config import Config
 
@@ -104,7 +126,7 @@ def gan_train_genaug(args) -> dict:
         _d_step(parts, accelerator, real, y, torch.randn(len(y), gc.z_dim, device=dev, generator=g), g, gc.loss)
         _g_step(parts, accelerator, y, torch.randn(len(y), gc.z_dim, device=dev, generator=g), g, gc.loss)
 
-    return {"img_s": args.batch_size / _timed(step, args.steps)}
+    return _measure(step, args.batch_size, args.steps)
 
 
 def gan_train_plain(args) -> dict:
@@ -135,7 +157,7 @@ def gan_train_plain(args) -> dict:
         loss.backward()
         opt_g.step()
 
-    return {"img_s": args.batch_size / _timed(step, args.steps)}
+    return _measure(step, args.batch_size, args.steps)
 
 
 def gan_sample(args) -> dict:
@@ -147,7 +169,7 @@ def gan_sample(args) -> dict:
     G = G.to(_device()).eval()
     n = args.samples * 4
     labels = torch.arange(n) % 10
-    return {"img_s": n / _timed(lambda: generate(G, labels, list(range(n)), cfg.gan.z_dim), 3, warmup=1)}
+    return _measure(lambda: generate(G, labels, list(range(n)), cfg.gan.z_dim), n, 3, warmup=1)
 
 
 # --- diffusion ---------------------------------------------------------------------------
@@ -175,7 +197,7 @@ def diffusion_train_genaug(args) -> dict:
     g = torch.Generator(device=dev).manual_seed(0)
     parts.unet.train()
     step = lambda: _train_step(parts, accelerator, x0, y, g, cfg.diffusion, data.num_classes)  # noqa: E731
-    return {"img_s": args.batch_size / _timed(step, args.steps), "params_m": _params(parts.unet)}
+    return {**_measure(step, args.batch_size, args.steps), "params_m": _params(parts.unet)}
 
 
 def _params(model: torch.nn.Module) -> float:
@@ -200,17 +222,17 @@ def diffusion_train_plain(args) -> dict:
     x0, y = x.to(dev).float().div(127.5).sub(1), y.to(dev)
     model = torch.compile(unet) if args.compile else unet
 
-    def step():
+    def step(net=model):
         noise = torch.randn_like(x0)
         t = torch.randint(0, 1000, (len(x0),), device=dev)
-        pred = model(sched.add_noise(x0, noise, t), t, class_labels=y).sample
+        pred = net(sched.add_noise(x0, noise, t), t, class_labels=y).sample
         loss = F.mse_loss(pred, sched.get_velocity(x0, noise, t))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
     unet.train()
-    return {"img_s": args.batch_size / _timed(step, args.steps), "params_m": _params(unet)}
+    return {**_measure(step, args.batch_size, args.steps, count=lambda: step(unet)), "params_m": _params(unet)}
 
 
 def _diffusion_sample(args, steps: int) -> dict:
@@ -222,7 +244,7 @@ def _diffusion_sample(args, steps: int) -> dict:
     labels = torch.arange(n) % 10
     run = lambda: sample(unet, dict(sched.config), labels, list(range(n)), sampler="dpm++", steps=steps,  # noqa: E731
                          guidance_scale=2.0, batch_size=n)
-    return {"img_s": n / _timed(run, 2, warmup=1)}
+    return _measure(run, n, 2, warmup=1)
 
 
 def diffusion_sample_10(args) -> dict:
@@ -259,7 +281,7 @@ def diffusion_train_peer(args) -> dict:
         opt.step()
 
     diffusion.train()
-    return {"img_s": args.batch_size / _timed(step, args.steps), "params_m": _params(model)}
+    return {**_measure(step, args.batch_size, args.steps), "params_m": _params(model)}
 
 
 def peer_sample_25(args) -> dict:
@@ -272,7 +294,7 @@ def peer_sample_25(args) -> dict:
         with torch.no_grad():
             diffusion.sample(classes=classes, cond_scale=2.0, rescaled_phi=0.0)
 
-    return {"img_s": n / _timed(run, 2, warmup=1)}
+    return _measure(run, n, 2, warmup=1)
 
 
 # --- classifier ----------------------------------------------------------------------------
@@ -297,7 +319,7 @@ def classifier_train_genaug(args) -> dict:
     t = _trainer(ec, _eval_data(args))
     x, y = _digits(args.batch_size)
     g = torch.Generator().manual_seed(0)
-    return {"img_s": args.batch_size / _timed(lambda: _train_step(t, augment(x, ec.augment, g), y), args.steps)}
+    return _measure(lambda: _train_step(t, augment(x, ec.augment, g), y), args.batch_size, args.steps)
 
 
 def classifier_train_plain(args) -> dict:
@@ -318,7 +340,24 @@ def classifier_train_plain(args) -> dict:
         opt.step()
 
     model.train()
-    return {"img_s": args.batch_size / _timed(step, args.steps)}
+    return _measure(step, args.batch_size, args.steps)
+
+
+# --- reference ceiling -----------------------------------------------------------------------
+
+def matmul_ceiling(args) -> dict:
+    """FLOP/s of a large square matmul in the benchmark's precision: what this device
+    reaches on the friendliest possible work (the CPU's reference for utilisation)."""
+    dev = _device()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision, torch.float32)
+    n = 8192 if dev.type == "cuda" else 2048
+    a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
+    return {"flop_s": 2 * n**3 / _timed(lambda: a @ b, 10 if dev.type == "cuda" else 5, warmup=2)}
+
+
+def datasheet_peak(name: str) -> float | None:
+    """Dense bf16 peak FLOP/s of a GPU named ``name``, or None when it is not in the table."""
+    return next((tf * 1e12 for key, tf in PEAK_BF16_TFLOPS if key in name), None)
 
 
 # --- driver ----------------------------------------------------------------------------------
@@ -366,7 +405,31 @@ ROWS = [  # (what, genaug case, plain-loop case, peer case)
 ]
 
 
+def _rate(flop_s: float) -> str:
+    return f"{flop_s / 1e12:.2f} TFLOP/s" if flop_s >= 1e12 else f"{flop_s / 1e9:.1f} GFLOP/s"
+
+
+def reference(results: dict[str, list[dict]], args) -> tuple[float | None, str]:
+    """The FLOP/s that utilisation is measured against, and a sentence saying what it is."""
+    ceiling = [r["flop_s"] for r in results.get("matmul_ceiling") or []]
+    measured = f"a {'8192' if torch.cuda.is_available() else '2048'}^2 {args.precision if args.precision != 'no' else 'fp32'} " \
+               f"matmul reaches {_rate(statistics.median(ceiling))} here" if ceiling else "no matmul ceiling measured"
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        peak = args.peak_tflops * 1e12 if args.peak_tflops else datasheet_peak(name)
+        if peak is None:
+            return None, f"{name} is not in the datasheet table (pass --peak-tflops); {measured}"
+        return peak, f"utilisation = model FLOP/s / the {name} datasheet dense bf16 peak, {_rate(peak)}; {measured}"
+    if not ceiling:
+        return None, measured
+    return statistics.median(ceiling), (f"utilisation = model FLOP/s / this CPU's measured matmul ceiling ({measured}; "
+                                        "a VM's vCPUs have no datasheet peak)")
+
+
 def table(results: dict[str, list[dict]], args) -> str:
+    def median(name, key="img_s"):
+        return statistics.median(r[key] for r in results[name])
+
     def cell(name):
         runs = results.get(name) or []
         if not runs:
@@ -378,23 +441,33 @@ def table(results: dict[str, list[dict]], args) -> str:
     def ratio(a, b):
         if not results.get(a) or not results.get(b):
             return "—"
-        return f"{statistics.median(r['img_s'] for r in results[a]) / statistics.median(r['img_s'] for r in results[b]):.2f}x"
+        return f"{median(a) / median(b):.2f}x"
 
+    def used(name):
+        if not results.get(name):
+            return "—"
+        achieved = median(name) * median(name, "flops_per_img")
+        return _rate(achieved) + (f" = {100 * achieved / peak:.1f}%" if peak else "")
+
+    peak, ref_line = reference(results, args)
     flags = [f"--precision {args.precision}"] + (["--channels-last"] if args.channels_last else []) + \
-            (["--compile"] if args.compile else [])
-    mem = next((r[0]["memory"] for r in results.values() if r), "peak memory")
+            (["--compile"] if args.compile else []) + ([f"--peak-tflops {args.peak_tflops:g}"] if args.peak_tflops else [])
+    mem = next((r[0]["memory"] for r in results.values() if r and "memory" in r[0]), "peak memory")
     lines = [
         f"Device: {device_name()}. Date: {datetime.date.today().isoformat()}. Runs: {args.repeats} per cell "
         f"(median, min-max). B = {args.batch_size}. Command: `python scripts/bench_speed.py --repeats {args.repeats} "
         f"--steps {args.steps} --batch-size {args.batch_size} --samples {args.samples} {' '.join(flags)}`",
         "",
+        f"Model FLOPs per image are counted by torch.utils.flop_counter (matmuls and convolutions, forward and "
+        f"backward); {ref_line}.",
+        "",
         f"| loop | genaug images/s, peak {mem} | plain PyTorch loop, same model | denoising-diffusion-pytorch "
-        "| genaug / plain | genaug / peer |",
-        "|---|---|---|---|---|---|",
+        "| genaug / plain | genaug / peer | genaug model FLOP/s, utilisation |",
+        "|---|---|---|---|---|---|---|",
     ]
     for what, ours, plain, peer in ROWS:
         lines.append(f"| {what} | {cell(ours)} | {cell(plain) if plain else '—'} | {cell(peer) if peer else '—'} | "
-                     f"{ratio(ours, plain) if plain else '—'} | {ratio(ours, peer) if peer else '—'} |")
+                     f"{ratio(ours, plain) if plain else '—'} | {ratio(ours, peer) if peer else '—'} | {used(ours)} |")
     params = {k: results[k][0].get("params_m") for k in ("diffusion_train_genaug", "diffusion_train_peer") if results.get(k)}
     if params:
         lines += ["", "UNet parameters: " + ", ".join(f"{k.replace('diffusion_train_', '')} {v}M" for k, v in params.items())]
@@ -419,6 +492,8 @@ def main(argv: list[str] | None = None) -> str | None:
     ap.add_argument("--precision", choices=["no", "bf16", "fp16"], default="no")
     ap.add_argument("--channels-last", action="store_true", help="diffusion UNet in channels-last memory format")
     ap.add_argument("--compile", action="store_true", help="torch.compile the plain diffusion loop's UNet")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="the GPU's dense bf16 peak, when it is not in the datasheet table")
     ap.add_argument("--cases", nargs="+", default=CASES, choices=CASES)
     ap.add_argument("--case", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--write", default=None, help="markdown file whose bench_speed section is replaced")
@@ -432,7 +507,8 @@ def main(argv: list[str] | None = None) -> str | None:
             row = child(name, args)
             if row:
                 results[name].append(row)
-                print(f"run {rep + 1}/{args.repeats} {name}: {row['img_s']:.1f} img/s, {row['peak_mb']} MB", file=sys.stderr)
+                rate = f"{row['img_s']:.1f} img/s" if "img_s" in row else _rate(row["flop_s"])
+                print(f"run {rep + 1}/{args.repeats} {name}: {rate}, {row['peak_mb']} MB", file=sys.stderr)
     text = table(results, args)
     print(text)
     if args.write:

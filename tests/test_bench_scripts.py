@@ -103,3 +103,35 @@ def test_benchmark_config_loads_with_the_cpu_sized_unet():
     cfg = load_config(str(Path(__file__).parents[1] / "configs" / "bench_fmnist.yaml"), [])
     assert list(cfg.diffusion.block_channels) == [16, 32, 32] and cfg.diffusion.prediction_type == "v_prediction"
     assert cfg.eval.model == "resnet_fast28" and cfg.eval.augment == "randaugment"
+
+
+def test_flop_count_of_a_linear_layer_is_two_per_multiply_add_forward_and_backward():
+    import torch
+
+    bs = load("bench_speed")
+    layer = torch.nn.Linear(64, 32, bias=False)
+    x = torch.randn(8, 64, requires_grad=True)
+    assert bs._flops(lambda: layer(x)) == 2 * 8 * 64 * 32
+    assert bs._flops(lambda: layer(x).sum().backward()) == 3 * 2 * 8 * 64 * 32  # + grad wrt input and weight
+
+
+def test_datasheet_peak_matches_the_right_h100_variant():
+    bs = load("bench_speed")
+    assert bs.datasheet_peak("NVIDIA H100 80GB HBM3") == 989.4e12
+    assert bs.datasheet_peak("NVIDIA H100 PCIe") == 756.5e12
+    assert bs.datasheet_peak("NVIDIA H200") == 989.4e12
+    assert bs.datasheet_peak("Some Future GPU") is None
+
+
+def test_speed_table_gives_model_flops_and_utilisation_against_the_cpu_ceiling(monkeypatch):
+    bs = load("bench_speed")
+    monkeypatch.setattr(bs.torch.cuda, "is_available", lambda: False)
+    run = {"img_s": 100.0, "flops_per_img": 2e8, "peak_mb": 800, "memory": "process RSS"}
+    results = {"classifier_train_genaug": [run, {**run, "img_s": 120.0}, {**run, "img_s": 80.0}],
+               "classifier_train_plain": [{**run, "img_s": 50.0}], "matmul_ceiling": [{"flop_s": 1e11, "peak_mb": 600}]}
+    args = argparse.Namespace(repeats=3, steps=10, batch_size=32, samples=8, precision="no", channels_last=False,
+                              compile=False, peak_tflops=None)
+    text = bs.table(results, args)
+    row = next(line for line in text.splitlines() if line.startswith("| classifier training"))
+    assert "100.0 (80.0-120.0), 800 MB" in row and "2.00x" in row and row.endswith("20.0 GFLOP/s = 20.0% |")
+    assert "measured matmul ceiling (a 2048^2 fp32 matmul reaches 100.0 GFLOP/s here" in text
