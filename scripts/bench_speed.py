@@ -18,9 +18,14 @@ the median images/s, the spread (min-max) and the peak memory.
     pip install denoising-diffusion-pytorch   # the peer, optional (rows skipped without it)
     python scripts/bench_speed.py [--repeats 3] [--steps 20] [--write BENCHMARKS.md]
 
-With --write, the table replaces the section between the bench_speed markers. A GPU,
-when present, is used (with --precision bf16 / --channels-last / --compile options);
-CPU and GPU numbers are written as separate tables, never as one ratio.
+Each genaug loop also gets its model FLOP/s (torch.utils.flop_counter on one call of the
+step, times images/s) and the utilisation that makes of the device: a GPU's datasheet
+dense bf16 peak (PEAK_BF16_TFLOPS, or --peak-tflops), a CPU's measured matmul ceiling.
+
+With --write, the table replaces the section between the bench_speed_<device>[_<options>]
+markers (one per option set, so before/after tables sit side by side). A GPU, when
+present, is used (with --precision bf16 / --channels-last / --compile options); CPU and
+GPU numbers are written as separate tables, never as one ratio.
 """
 
 from __future__ import annotations
@@ -474,6 +479,14 @@ def table(results: dict[str, list[dict]], args) -> str:
     return "\n".join(lines)
 
 
+def marker(args) -> str:
+    """BENCHMARKS.md section of this device and these options: bench_speed_cpu,
+    bench_speed_gpu_bf16_channels-last_compile, ... so before/after tables sit side by side."""
+    options = ([args.precision] if args.precision != "no" else []) + (["channels-last"] if args.channels_last else []) \
+        + (["compile"] if args.compile else [])
+    return "_".join(["bench_speed", "gpu" if torch.cuda.is_available() else "cpu", *options])
+
+
 def write_section(path: Path, text: str, marker: str) -> None:
     begin, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
     old = path.read_text() if path.exists() else ""
@@ -512,8 +525,7 @@ def main(argv: list[str] | None = None) -> str | None:
     text = table(results, args)
     print(text)
     if args.write:
-        marker = "bench_speed_gpu" if torch.cuda.is_available() else "bench_speed_cpu"
-        write_section(Path(args.write), text, marker)
+        write_section(Path(args.write), text, marker(args))
     return text
 
 

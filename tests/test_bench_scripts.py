@@ -135,3 +135,14 @@ def test_speed_table_gives_model_flops_and_utilisation_against_the_cpu_ceiling(m
     row = next(line for line in text.splitlines() if line.startswith("| classifier training"))
     assert "100.0 (80.0-120.0), 800 MB" in row and "2.00x" in row and row.endswith("20.0 GFLOP/s = 20.0% |")
     assert "measured matmul ceiling (a 2048^2 fp32 matmul reaches 100.0 GFLOP/s here" in text
+
+
+def test_each_speed_option_set_writes_its_own_section(monkeypatch):
+    bs = load("bench_speed")
+    opts = dict(repeats=1, steps=1, batch_size=8, samples=4, peak_tflops=None)
+    plain = argparse.Namespace(precision="no", channels_last=False, compile=False, **opts)
+    fast = argparse.Namespace(precision="bf16", channels_last=True, compile=True, **opts)
+    monkeypatch.setattr(bs.torch.cuda, "is_available", lambda: True)
+    assert bs.marker(plain) == "bench_speed_gpu" and bs.marker(fast) == "bench_speed_gpu_bf16_channels-last_compile"
+    monkeypatch.setattr(bs.torch.cuda, "is_available", lambda: False)
+    assert bs.marker(plain) == "bench_speed_cpu"
