@@ -19,8 +19,10 @@ For each K (real images per class) and generator, with ``configs/bench_fmnist.ya
 (the rule of ``--mix auto``); its row reports that share's test accuracy. Every gain
 is paired by classifier seed against the baseline of the same K. Each stage resumes
 from what its files hold, so an interrupted benchmark is rerun with the same command.
-Results go to ``<runs-dir>/quality.json``; ``--write`` replaces the section of
-BENCHMARKS.md between the ``bench_quality_<device>`` markers.
+Results are merged into ``<runs-dir>/quality.json`` by (K, generator), each with the
+command, device and date that produced it, so GAN and diffusion rows may come from
+separate invocations; ``--write`` replaces the section of BENCHMARKS.md between the
+``bench_quality_<device>`` markers with the table of everything quality.json holds.
 """
 
 from __future__ import annotations
@@ -175,7 +177,8 @@ def ci(c: dict, signed: bool = False) -> str:
 def table(results: list[dict], args) -> str:
     """Markdown: one block per K; each result names the command, device and date it ran with."""
     runs = sorted({(r.get("command", command(args)), r.get("device", "?"), r.get("date", "?")) for r in results})
-    lines = [f"Runs: {args.seeds} classifier seeds per row (paired across rows), one generator per K and generator kind "
+    seeds = "/".join(str(n) for n in sorted({len(r["filtered"]["metrics"]["seeds"]) for r in results}))
+    lines = [f"Runs: {seeds} classifier seeds per row (paired across rows), one generator per K and generator kind "
              f"(base seed {args.seed}). Rows come from:", ""]
     lines += [f"- `{cmd}` on {dev}, {date}" for cmd, dev, date in runs]
     lines.append("")
