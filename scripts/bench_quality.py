@@ -106,6 +106,42 @@ def fid_columns(args, run: str, k: int, gen_run: str, ids_hash: str, real, class
     return out
 
 
+def near_copies(args, k: int, gen_run: str) -> dict:
+    """How close the kept images of ``gen_run`` sit to the K-shot training images.
+
+    For each image, the pixel L2 distance to its nearest training image; ``share`` is the
+    fraction of synthetic images nearer than the 10th percentile of the same distance for
+    the real validation images (real, unseen, same classes). About 0.1 means "as novel as
+    new real photos"; far above it means the generator returns near-copies of its
+    training set, which add nothing a classifier has not seen."""
+    import torch
+
+    from genaug.evaluate.data import load_eval_data
+
+    ed = load_eval_data(_cfg(args, k, gen_run), need_synthetic=True)
+    train = ed.train_x.flatten(1).float() / 255  # (N, C*H*W) in [0, 1]
+
+    def nearest(x: torch.Tensor) -> torch.Tensor:
+        return torch.cdist(x.flatten(1).float() / 255, train).min(1).values
+
+    syn, val = nearest(ed.syn_x), nearest(ed.val_x)
+    cut = float(val.quantile(0.1))
+    return {"share": round(float((syn < cut).float().mean()), 4), "val_p10": round(cut, 3),
+            "syn_median": round(float(syn.median()), 3), "val_median": round(float(val.median()), 3)}
+
+
+def fill_near_copies(args, results: list[dict]) -> bool:
+    """Add the near-copy column to results measured before it existed; True if any changed."""
+    changed = False
+    for r in results:
+        for name, run in (("filtered", f"fm_k{r['k']}_{r['generator']}"),
+                          ("unfiltered", f"fm_k{r['k']}_{r['generator']}_unfiltered")):
+            if "near_copies" not in r[name]:
+                r[name]["near_copies"] = near_copies(args, r["k"], run)
+                changed = True
+    return changed
+
+
 def generator_budget(args, k: int, gen: str) -> str:
     """What the generator of one setting is: its kind, size and training steps."""
     cfg = _cfg(args, k, f"fm_k{k}_{gen}")
@@ -135,7 +171,8 @@ def one_setting(args, k: int, gen: str) -> dict:
         metrics = json.loads((Path(args.runs_dir) / r / "eval" / "metrics.json").read_text())
         result[name] = {"metrics": {key: metrics[key] for key in ("settings", "seeds", "real", "synthetic", "model",
                                                                     "steps", "batch_size")},
-                        "fidelity": fid_columns(args, run, k, r, metrics["synthetic"]["ids_hash"], real, classes)}
+                        "fidelity": fid_columns(args, run, k, r, metrics["synthetic"]["ids_hash"], real, classes),
+                        "near_copies": near_copies(args, k, r)}
     return result
 
 
@@ -194,15 +231,16 @@ def table(results: list[dict], args) -> str:
         lines += [f"- {r['generator'].upper()}: {r['budget']}" for r in group if r.get("budget")]
         lines += ["",
                   "| rows | synthetic kept | test accuracy [95% CI] | macro-F1 [95% CI] | paired gain over baseline [95% CI] "
-                  "| FID / KID (Inception) | FID / KID (judge) |", "|---|---|---|---|---|---|---|",
+                  "| FID / KID (Inception) | FID / KID (judge) | near-copies |", "|---|---|---|---|---|---|---|---|",
                   ]
         lines += [f"| real only + RandAugment (baseline{f' of the {run} run' if run else ''}) | 0 | "
-                  f"{ci(b['test_acc'])} | {ci(b['test_f1'])} | — | — | — |" for run, b in bases.items()]
+                  f"{ci(b['test_acc'])} | {ci(b['test_f1'])} | — | — | — | — |" for run, b in bases.items()]
         for r in group:
             for name in ("filtered", "unfiltered"):
                 part = r[name]
                 fid = part["fidelity"]
                 cols = [f"{fid[e]['fid']:.2f} / {fid[e]['kid']:.4f}" if e in fid else "—" for e in ("inception", "judge")]
+                cols.append(f"{part['near_copies']['share']:.2f}" if "near_copies" in part else "—")
                 settings = {s["mix"]: s for s in part["metrics"]["settings"]}
                 chosen = auto_choice(part["metrics"]["settings"])
                 labelled = [(f"mix {m:g}", settings[m]) for m in MIXES if m in settings]
@@ -212,10 +250,12 @@ def table(results: list[dict], args) -> str:
                 for label, s in labelled:
                     gain = ci(s["gain_acc"], True) if s.get("gain_acc") else "±0 (baseline)"
                     lines.append(f"| + {r['generator'].upper()} {name}, {label} | {part['metrics']['synthetic']['n']} | "
-                                 f"{ci(s['test_acc'])} | {ci(s['test_f1'])} | {gain} | {cols[0]} | {cols[1]} |")
+                                 f"{ci(s['test_acc'])} | {ci(s['test_f1'])} | {gain} | {cols[0]} | {cols[1]} | {cols[2]} |")
         lines.append("")
     lines.append("FID/KID: kept synthetic images vs the K-shot training split (the test set is never used); with 100 "
-                 "or 500 reference images FID is biased upwards, so compare KID across rows.")
+                 "or 500 reference images FID is biased upwards, so compare KID across rows. Near-copies: the share of "
+                 "kept images whose nearest training image (pixel L2) is closer than it is for 90% of the real "
+                 "validation images; ~0.10 is as novel as new real images, far above it is memorisation.")
     return "\n".join(lines)
 
 
@@ -240,6 +280,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = Path(args.runs_dir) / "quality.json"
     if args.table_only:
         results = json.loads(out.read_text())
+        if fill_near_copies(args, results):
+            out.write_text(json.dumps(results, indent=1))
     else:
         results = json.loads(out.read_text()) if out.exists() else []
         for k in args.per_class:

@@ -146,3 +146,24 @@ def test_each_speed_option_set_writes_its_own_section(monkeypatch):
     assert bs.marker(plain) == "bench_speed_gpu" and bs.marker(fast) == "bench_speed_gpu_bf16_channels-last_compile"
     monkeypatch.setattr(bs.torch.cuda, "is_available", lambda: False)
     assert bs.marker(plain) == "bench_speed_cpu"
+
+
+def test_near_copies_flags_copies_of_training_images_and_not_new_real_ones(monkeypatch):
+    import torch
+
+    import genaug.evaluate.data as eval_data
+
+    bq = load("bench_quality")
+    g = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 256, (50, 1, 8, 8), generator=g, dtype=torch.uint8)
+    val = torch.randint(0, 256, (200, 1, 8, 8), generator=g, dtype=torch.uint8)
+    fresh = torch.randint(0, 256, (200, 1, 8, 8), generator=g, dtype=torch.uint8)
+
+    def fake(syn):
+        return lambda cfg, need_synthetic: argparse.Namespace(train_x=train, val_x=val, syn_x=syn)
+
+    args = argparse.Namespace(config=bq.CONFIG, runs_dir="runs", set=None)
+    monkeypatch.setattr(eval_data, "load_eval_data", fake(train[torch.arange(200) % 50]))
+    assert bq.near_copies(args, 10, "x")["share"] == 1.0  # every synthetic image is a training image
+    monkeypatch.setattr(eval_data, "load_eval_data", fake(fresh))
+    assert 0.02 < bq.near_copies(args, 10, "x")["share"] < 0.25  # new draws from the same source: ~0.1
