@@ -52,8 +52,9 @@ CASES = ["gan_train_genaug", "gan_train_plain", "diffusion_train_genaug", "diffu
 
 # Datasheet dense bf16 tensor-core peaks (TFLOP/s, no sparsity), matched in this order
 # against torch.cuda.get_device_name(); --peak-tflops overrides.
-PEAK_BF16_TFLOPS = [("H100 PCIe", 756.5), ("H100 NVL", 835.5), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4),
-                    ("A100", 312.0), ("L40S", 362.1), ("L4", 121.0), ("A10", 125.0)]
+# Only names that no other GPU's name contains ("L4" would also match an L40, "A10" an A10G).
+PEAK_BF16_TFLOPS = [("H100 PCIe", 756.5), ("H100 NVL", 835.5), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0),
+                    ("L40S", 362.1)]
 
 
 def _device() -> torch.device:
