@@ -134,8 +134,7 @@ def fill_near_copies(args, results: list[dict]) -> bool:
     """Add the near-copy column to results measured before it existed; True if any changed."""
     changed = False
     for r in results:
-        for name, run in (("filtered", f"fm_k{r['k']}_{r['generator']}"),
-                          ("unfiltered", f"fm_k{r['k']}_{r['generator']}_unfiltered")):
+        for name, run in run_names(r["k"], r["generator"]).items():
             if "near_copies" not in r[name]:
                 r[name]["near_copies"] = near_copies(args, r["k"], run)
                 changed = True
@@ -144,7 +143,7 @@ def fill_near_copies(args, results: list[dict]) -> bool:
 
 def generator_budget(args, k: int, gen: str) -> str:
     """What the generator of one setting is: its kind, size and training steps."""
-    cfg = _cfg(args, k, f"fm_k{k}_{gen}")
+    cfg = _cfg(args, k, run_names(k, gen)["filtered"])
     if gen == "gan":
         return f"DCGAN (G/D width {cfg.gan.g_channels}/{cfg.gan.d_channels}), {cfg.gan.steps:,} steps x {cfg.gan.batch_size}"
     d = cfg.diffusion
@@ -152,22 +151,26 @@ def generator_budget(args, k: int, gen: str) -> str:
             f"steps, guidance {d.guidance_scale:g}")
 
 
+def run_names(k: int, gen: str) -> dict[str, str]:
+    """The run directories of one (K, generator) setting, by synthetic set."""
+    return {"filtered": f"fm_k{k}_{gen}", "unfiltered": f"fm_k{k}_{gen}_unfiltered"}
+
+
 def one_setting(args, k: int, gen: str) -> dict:
     """Filtered and unfiltered synthetic sets of one generator at one K, evaluated."""
-    run = f"fm_k{k}_{gen}"
+    run, unf = run_names(k, gen).values()
     common = ["--set", f"data.real_per_class={k}", "--set", f"sample.generator={gen}", "--set", f"eval.seeds={args.seeds}",
               "--set", f"seed={args.seed}"]
     log = Path(args.runs_dir) / f"{run}.log"
     t0 = time.perf_counter()
     genaug(args, "pipeline", "--run", run, *common, log=log)
-    unf = f"{run}_unfiltered"
     best = Path(args.runs_dir) / run / gen / "best"
     genaug(args, "sample", "--run", unf, "--no-filter", "--generator", str(best), *common, log=log)
     genaug(args, "eval-classifier", "--run", unf, *common, log=log)
     result = {"k": k, "generator": gen, "seconds": round(time.perf_counter() - t0, 1), "command": command(args),
               "device": device_name(), "date": time.strftime("%Y-%m-%d"), "budget": generator_budget(args, k, gen)}
     real, classes = kshot_train(args, k)
-    for name, r in (("filtered", run), ("unfiltered", unf)):
+    for name, r in run_names(k, gen).items():
         metrics = json.loads((Path(args.runs_dir) / r / "eval" / "metrics.json").read_text())
         result[name] = {"metrics": {key: metrics[key] for key in ("settings", "seeds", "real", "synthetic", "model",
                                                                     "steps", "batch_size")},
