@@ -184,12 +184,54 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
 
 
 class NonFiniteLoss(GenaugError):
-    """A loss became NaN or inf."""
+    """A loss became NaN or inf at (0-based) step ``step``."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
 
 
-def check_finite(loss: torch.Tensor, what: str) -> None:
-    if not torch.isfinite(loss).item():
-        raise NonFiniteLoss(f"{what} loss is {loss.item()}")
+class FiniteWatch:
+    """Watches the losses named in ``names`` (row key -> what to call it) for NaN/inf
+    without reading them on the host each step (on a GPU every such read is a sync that
+    stalls the queue): each step folds into two device tensors, the first step at which
+    each loss was non-finite and its value then; :meth:`check` reads them once."""
+
+    def __init__(self, names: dict[str, str]):
+        self.names = names
+        self.first: torch.Tensor | None = None  # (len(names),) first non-finite step, -1 while finite
+        self.value: torch.Tensor | None = None
+
+    def add(self, step: int, row: dict) -> None:
+        losses = torch.stack([row[k].detach().float() for k in self.names])
+        if self.first is None:
+            self.first = torch.full_like(losses, -1.0)
+            self.value = torch.zeros_like(losses)
+        new = (self.first < 0) & ~torch.isfinite(losses)
+        self.first = torch.where(new, float(step), self.first)
+        self.value = torch.where(new, losses, self.value)
+
+    def check(self) -> None:
+        """Raise NonFiniteLoss for the earliest non-finite loss added so far."""
+        if self.first is None:
+            return
+        first = self.first.tolist()
+        bad = [(step, i) for i, step in enumerate(first) if step >= 0]
+        if bad:
+            step, i = min(bad)
+            raise NonFiniteLoss(f"{list(self.names.values())[i]} loss is {self.value[i].item()}", step=int(step))
+
+
+def host_row(row: dict) -> dict:
+    """A metrics row with its device tensors read back as floats, in one transfer."""
+    keys = [k for k, v in row.items() if isinstance(v, torch.Tensor)]
+    values = torch.stack([row[k].detach().float() for k in keys]).tolist() if keys else []
+    return row | dict(zip(keys, values))
+
+
+def due(step: int, total: int, *every: int) -> bool:
+    """Whether ``step`` (counted from 1) is the last one or a multiple of any of ``every``."""
+    return step == total or any(step % e == 0 for e in every)
 
 
 def stopped_error(out: Path, step: int, exc: Exception) -> GenaugError:
@@ -242,22 +284,31 @@ def score_samples(cfg: Config, images: torch.Tensor, labels: torch.Tensor, real:
 
 
 def run_steps(accelerator: Accelerator, state: TrainState, *, total: int, desc: str, out: Path,
-              step_fn: Callable[[int], tuple[dict, int]], after_fn: Callable[[dict, float, tqdm], None]) -> None:
+              step_fn: Callable[[int], tuple[dict, int]], after_fn: Callable[[dict, float, tqdm], None],
+              watch: FiniteWatch, sync_at: Callable[[int], bool]) -> None:
     """The loop both trainers share: ``step_fn(step) -> (metrics row, images seen)``
-    does one optimisation step; ``after_fn(row, images/s, bar)`` logs, evaluates and
-    checkpoints. A non-finite loss stops the run naming the last good checkpoint."""
+    does one optimisation step and may leave the row's values on the device. At the
+    steps where ``sync_at(step)`` (counted from 1) holds, and only there, the losses
+    ``watch`` saw are checked, the row is read back to the host and
+    ``after_fn(row, images/s, bar)`` logs, evaluates and checkpoints; so nothing is
+    written after a non-finite loss, and the run stops naming the step where it first
+    appeared and the last good checkpoint. Between those steps the host never waits for
+    the device."""
     t0, seen = time.perf_counter(), 0
     # "with": the bar is closed (its line ended) before an error message is printed
     with tqdm(total=total, initial=state.step, desc=desc, unit="step", disable=not accelerator.is_main_process) as bar:
         while state.step < total:
-            try:
-                row, n = step_fn(state.step)
-            except NonFiniteLoss as exc:
-                raise stopped_error(out, state.step, exc) from None
+            row, n = step_fn(state.step)
+            watch.add(state.step, row)
             state.step += 1
             seen += n
             bar.update(1)
-            after_fn(row, seen / (time.perf_counter() - t0), bar)
+            if sync_at(state.step):
+                try:
+                    watch.check()
+                except NonFiniteLoss as exc:
+                    raise stopped_error(out, exc.step, exc) from None
+                after_fn(host_row(row), seen / (time.perf_counter() - t0), bar)
             fault_point("step")
 
 

@@ -20,7 +20,8 @@ the median images/s, the spread (min-max) and the peak memory.
 
 Each genaug loop also gets its model FLOP/s (torch.utils.flop_counter on one call of the
 step, times images/s) and the utilisation that makes of the device: a GPU's datasheet
-dense bf16 peak (PEAK_BF16_TFLOPS, or --peak-tflops), a CPU's measured matmul ceiling.
+dense bf16 peak (PEAK_BF16_TFLOPS, or --peak-tflops), a CPU's measured matmul ceiling;
+and its host reads per step (``host_reads``): GPU syncs, counted the same on any device.
 
 With --write, the table replaces the section between the bench_speed_<device>[_<options>]
 markers (one per option set, so before/after tables sit side by side). A GPU, when
@@ -97,11 +98,45 @@ def _flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
+# Ops that hand a tensor's value to the host: .item(), float(), bool() and int() run
+# _local_scalar_dense; nonzero and masked_select must learn their output size.
+HOST_READ_OPS = {"aten._local_scalar_dense.default", "aten.nonzero.default", "aten.masked_select.default"}
+
+
+def host_reads(fn) -> int:
+    """How many times one call of fn reads a tensor's value back to the host. With the
+    tensor on a GPU each read is a sync: the host waits until the GPU has finished
+    everything queued, so it cannot queue the next kernels meanwhile. Counted by a torch
+    dispatch mode, so the count is the same on a CPU, where reads cost nothing. Reads made
+    inside torch.optim's optimisers are left out: their step counters stay CPU tensors on
+    a GPU (unless capturable or fused); its AveragedModel's are counted."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if str(func) in HOST_READ_OPS:
+                frame = sys._getframe(1)
+                while frame and any(k in frame.f_code.co_filename for k in ("_python_dispatch", "torch/_tensor.py",
+                                                                          "torch/_compile.py", "torch/_dynamo", "torch/utils/_contextlib")):
+                    frame = frame.f_back
+                where = frame.f_code.co_filename if frame else ""
+                Count.n += not (f"torch{os.sep}optim{os.sep}" in where and not where.endswith("swa_utils.py"))
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return Count.n
+
+
 def _measure(fn, images: int, steps: int, warmup: int = 3, count=None) -> dict:
-    """Images/s of fn (each call handles ``images``) and its model FLOPs per image; ``count``
-    is the same work without torch.compile, which the FLOP counter cannot see through."""
+    """Images/s of fn (each call handles ``images``), its model FLOPs per image and its host
+    reads per call; ``count`` is the same work without torch.compile, which the counters
+    cannot see through."""
     flops = _flops(count or fn) / images
-    return {"img_s": images / _timed(fn, steps, warmup), "flops_per_img": flops}
+    img_s = images / _timed(fn, steps, warmup)
+    return {"img_s": img_s, "flops_per_img": flops, "host_reads": host_reads(count or fn)}
 
 
 def _cfg(args):
@@ -455,6 +490,10 @@ def table(results: dict[str, list[dict]], args) -> str:
         achieved = median(name) * median(name, "flops_per_img")
         return _rate(achieved) + (f" = {100 * achieved / peak:.1f}%" if peak else "")
 
+    def reads(name):
+        counts = {r["host_reads"] for r in results.get(name) or [] if "host_reads" in r}
+        return "/".join(str(c) for c in sorted(counts)) or "—"
+
     peak, ref_line = reference(results, args)
     flags = [f"--precision {args.precision}"] + (["--channels-last"] if args.channels_last else []) + \
             (["--compile"] if args.compile else []) + ([f"--peak-tflops {args.peak_tflops:g}"] if args.peak_tflops else [])
@@ -465,15 +504,19 @@ def table(results: dict[str, list[dict]], args) -> str:
         f"--steps {args.steps} --batch-size {args.batch_size} --samples {args.samples} {' '.join(flags)}`",
         "",
         f"Model FLOPs per image are counted by torch.utils.flop_counter (matmuls and convolutions, forward and "
-        f"backward); {ref_line}.",
+        f"backward); {ref_line}. Host reads: how often one training step (or one sampling call) reads a "
+        "tensor's value back to the host (.item(), float(), bool(), nonzero()); on a GPU each is a sync that "
+        "stalls the queue (counted by a torch dispatch mode, so the same count on any device; the optimisers' "
+        "CPU step counters left out).",
         "",
         f"| loop | genaug images/s, peak {mem} | plain PyTorch loop, same model | denoising-diffusion-pytorch "
-        "| genaug / plain | genaug / peer | genaug model FLOP/s, utilisation |",
-        "|---|---|---|---|---|---|---|",
+        "| genaug / plain | genaug / peer | genaug model FLOP/s, utilisation | genaug host reads |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for what, ours, plain, peer in ROWS:
         lines.append(f"| {what} | {cell(ours)} | {cell(plain) if plain else '—'} | {cell(peer) if peer else '—'} | "
-                     f"{ratio(ours, plain) if plain else '—'} | {ratio(ours, peer) if peer else '—'} | {used(ours)} |")
+                     f"{ratio(ours, plain) if plain else '—'} | {ratio(ours, peer) if peer else '—'} | {used(ours)} | "
+                     f"{reads(ours)} |")
     params = {k: results[k][0].get("params_m") for k in ("diffusion_train_genaug", "diffusion_train_peer") if results.get(k)}
     if params:
         lines += ["", "UNet parameters: " + ", ".join(f"{k.replace('diffusion_train_', '')} {v}M" for k, v in params.items())]

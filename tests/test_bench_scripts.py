@@ -126,14 +126,14 @@ def test_datasheet_peak_matches_the_right_h100_variant():
 def test_speed_table_gives_model_flops_and_utilisation_against_the_cpu_ceiling(monkeypatch):
     bs = load("bench_speed")
     monkeypatch.setattr(bs.torch.cuda, "is_available", lambda: False)
-    run = {"img_s": 100.0, "flops_per_img": 2e8, "peak_mb": 800, "memory": "process RSS"}
-    results = {"classifier_train_genaug": [run, {**run, "img_s": 120.0}, {**run, "img_s": 80.0}],
+    run = {"img_s": 100.0, "flops_per_img": 2e8, "peak_mb": 800, "memory": "process RSS", "host_reads": 0}
+    results = {"classifier_train_genaug": [run, {**run, "img_s": 120.0}, {**run, "img_s": 80.0, "host_reads": 2}],
                "classifier_train_plain": [{**run, "img_s": 50.0}], "matmul_ceiling": [{"flop_s": 1e11, "peak_mb": 600}]}
     args = argparse.Namespace(repeats=3, steps=10, batch_size=32, samples=8, precision="no", channels_last=False,
                               compile=False, peak_tflops=None)
     text = bs.table(results, args)
     row = next(line for line in text.splitlines() if line.startswith("| classifier training"))
-    assert "100.0 (80.0-120.0), 800 MB" in row and "2.00x" in row and row.endswith("20.0 GFLOP/s = 20.0% |")
+    assert "100.0 (80.0-120.0), 800 MB" in row and "2.00x" in row and row.endswith("20.0 GFLOP/s = 20.0% | 0/2 |")
     assert "measured matmul ceiling (a 2048^2 fp32 matmul reaches 100.0 GFLOP/s here" in text
 
 
@@ -167,3 +167,30 @@ def test_near_copies_flags_copies_of_training_images_and_not_new_real_ones(monke
     assert bq.near_copies(args, 10, "x")["share"] == 1.0  # every synthetic image is a training image
     monkeypatch.setattr(eval_data, "load_eval_data", fake(fresh))
     assert 0.02 < bq.near_copies(args, 10, "x")["share"] < 0.25  # new draws from the same source: ~0.1
+
+
+def test_host_reads_counts_item_and_bool_but_not_optimiser_step_counters():
+    import torch
+
+    bench = load("bench_speed")
+    x = torch.ones(3)
+    assert bench.host_reads(lambda: x.sum().item()) == 1
+    assert bench.host_reads(lambda: bool(x.sum() > 0) and float(x[0])) == 2
+    assert bench.host_reads(lambda: torch.nonzero(x)) == 1
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.Adam(model.parameters())
+
+    def step():
+        model(x).sum().backward()
+        opt.step()
+
+    step()
+    assert bench.host_reads(step) == 0  # Adam reads its CPU step counters: not syncs on a GPU
+
+
+def test_generator_training_steps_read_nothing_back_from_the_device():
+    bench = load("bench_speed")
+    args = argparse.Namespace(batch_size=8, precision="no", steps=1, samples=2, channels_last=False, compile=False)
+    assert bench.gan_train_genaug(args)["host_reads"] == 0
+    assert bench.diffusion_train_genaug(args)["host_reads"] == 0
+    assert bench.classifier_train_genaug(args)["host_reads"] == 0

@@ -91,6 +91,19 @@ def test_randaugment_is_seeded_shape_keeping_and_draws_a_fixed_count():
     assert augment(rgb, "randaugment", g1).shape == rgb.shape
 
 
+def test_random_shift_is_a_replicate_padded_crop_per_image():
+    from genaug.judge import random_shift
+
+    for shape, pad in [((9, 1, 28, 28), 2), ((4, 3, 16, 20), 1), ((5, 3, 8, 8), 4)]:
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+        got = random_shift(x, torch.Generator().manual_seed(1), pad)
+        g = torch.Generator().manual_seed(1)  # the same draws: dx for every image, then dy
+        dx, dy = (torch.randint(0, 2 * pad + 1, (shape[0],), generator=g).tolist() for _ in range(2))
+        padded = torch.nn.functional.pad(x, (pad,) * 4, mode="replicate")
+        want = torch.stack([padded[i, :, dy[i] : dy[i] + shape[2], dx[i] : dx[i] + shape[3]] for i in range(shape[0])])
+        assert torch.equal(got, want)
+
+
 @pytest.mark.parametrize("name,reference", [
     ("autocontrast", lambda img, m: TF.autocontrast(img)),
     ("equalize", lambda img, m: TF.equalize(img)),

@@ -13,7 +13,7 @@ from genaug.errors import ConfigError, GenaugError
 from genaug.generators import load_generator
 from genaug.generators.dcgan import Discriminator, Generator, factor_size
 from genaug.generators.diffaugment import diff_augment, parse_policy
-from genaug.generators.gan_train import generate, train_gan
+from genaug.generators.gan_train import WarmupEMA, generate, train_gan
 from genaug.io import read_jsonl
 
 from conftest import kill_after
@@ -127,6 +127,46 @@ def test_resume_with_other_model_settings_is_refused(smoke_run, tmp_path):
     changed = cfg.model_copy(update={"gan": cfg.gan.model_copy(update={"z_dim": 32})})
     with pytest.raises(GenaugError, match="cannot resume .*gan settings"):
         train_gan(changed, resume=True)
+
+
+def test_warmup_ema_matches_averaged_model_bit_for_bit_and_loads_its_state():
+    from torch.optim.swa_utils import AveragedModel
+
+    def avg_fn(averaged, current, num_averaged):  # what the GAN trainer used before WarmupEMA
+        n = float(num_averaged)
+        d = min(0.99, (1 + n) / (10 + n))
+        return averaged * d + current * (1 - d)
+
+    torch.manual_seed(0)
+    G = Generator(z_dim=8, num_classes=3, channels=1, image_size=16, width=8)
+    ref, ema = AveragedModel(G, avg_fn=avg_fn, use_buffers=True), WarmupEMA(G, 0.99)
+    opt = torch.optim.SGD(G.parameters(), lr=0.1)
+    for _ in range(5):
+        G.train()
+        G(torch.randn(4, 8), torch.tensor([0, 1, 2, 0])).square().mean().backward()  # moves BatchNorm's buffers too
+        opt.step()
+        ref.update_parameters(G)
+        ema.update_parameters(G)
+    want, got = ref.state_dict(), ema.state_dict()
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    resumed = WarmupEMA(G, 0.99)
+    resumed.load_state_dict(want)  # a checkpoint written by AveragedModel resumes
+    assert resumed.updates == 5
+
+
+def test_finite_watch_names_the_first_non_finite_loss_and_its_step():
+    from genaug.training import FiniteWatch, NonFiniteLoss
+
+    watch = FiniteWatch({"loss_d": "discriminator", "loss_g": "generator"})
+    for step, (d, g) in enumerate([(1.0, 2.0), (0.5, float("inf")), (float("nan"), float("nan"))]):
+        watch.add(step, {"loss_d": torch.tensor(d), "loss_g": torch.tensor(g), "d_real": torch.tensor(0.0)})
+    with pytest.raises(NonFiniteLoss, match="generator loss is inf") as caught:
+        watch.check()
+    assert caught.value.step == 1
+    fine = FiniteWatch({"loss": "diffusion"})
+    fine.add(0, {"loss": torch.tensor(0.1)})
+    fine.check()
 
 
 def test_non_finite_loss_stops_with_message(tmp_path, monkeypatch):

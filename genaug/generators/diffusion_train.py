@@ -24,7 +24,7 @@ from genaug.data import LabeledData, load_data
 from genaug.generators.diffusion import build_unet, noise_scheduler, sample
 from genaug.io import atomic_write_json, replace_dir, staging_dir
 from genaug.runs import config_hash
-from genaug.training import (TrainState, eval_labels, batch_indices, check_finite, log_metrics, make_accelerator,
+from genaug.training import (FiniteWatch, TrainState, due, eval_labels, batch_indices, log_metrics, make_accelerator,
                              run_steps, save_checkpoint, score_samples, step_generator,
                              start_run, resume_run)
 
@@ -80,13 +80,12 @@ def _train_step(parts: DiffusionParts, accelerator, x0: torch.Tensor, y: torch.T
     target = noise if dc.prediction_type == "epsilon" else parts.scheduler.get_velocity(x0, noise, t)
     pred = parts.unet(noisy, t, class_labels=y).sample
     loss = F.mse_loss(pred.float(), target.float())
-    check_finite(loss, "diffusion")
     parts.opt.zero_grad(set_to_none=True)
     accelerator.backward(loss)
     parts.opt.step()
     parts.lr_sched.step()
     parts.ema.step(accelerator.unwrap_model(parts.unet).parameters())
-    return {"loss": loss.item(), "lr": parts.lr_sched.get_last_lr()[0]}
+    return {"loss": loss.detach(), "lr": parts.lr_sched.get_last_lr()[0]}
 
 
 def ema_unet(parts: DiffusionParts, accelerator) -> UNet2DModel:
@@ -161,7 +160,9 @@ def _loop(cfg: Config, data: LabeledData, accelerator, parts: DiffusionParts, st
         return _train_step(parts, accelerator, x0, labels[idx].to(device), g, dc, data.num_classes), per_proc * world
 
     run_steps(accelerator, state, total=dc.steps, desc="train-diffusion", out=out, step_fn=step_fn,
-              after_fn=lambda row, img_s, bar: _after_step(cfg, data, accelerator, parts, state, out, extra, row, img_s, bar))
+              after_fn=lambda row, img_s, bar: _after_step(cfg, data, accelerator, parts, state, out, extra, row, img_s, bar),
+              watch=FiniteWatch({"loss": "diffusion"}),
+              sync_at=lambda step: due(step, dc.steps, dc.log_every, dc.eval_every, dc.checkpoint_every))
 
 
 def _after_step(cfg, data, accelerator, parts, state, out, extra, row, img_s, bar) -> None:
