@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 CASES = ["gan_train_genaug", "gan_train_plain", "diffusion_train_genaug", "diffusion_train_plain", "diffusion_train_peer",
          "gan_sample", "diffusion_sample_10", "diffusion_sample_25", "diffusion_sample_50", "peer_sample_25",
-         "classifier_train_genaug", "classifier_train_plain", "matmul_ceiling"]
+         "classifier_train_genaug", "classifier_train_plain", "classifier_input_randaugment", "matmul_ceiling"]
 
 # Datasheet dense bf16 tensor-core peaks (TFLOP/s, no sparsity), matched in this order
 # against torch.cuda.get_device_name(); --peak-tflops overrides.
@@ -130,13 +130,14 @@ def host_reads(fn) -> int:
     return Count.n
 
 
-def _measure(fn, images: int, steps: int, warmup: int = 3, count=None) -> dict:
-    """Images/s of fn (each call handles ``images``), its model FLOPs per image and its host
-    reads per call; ``count`` is the same work without torch.compile, which the counters
-    cannot see through."""
-    flops = _flops(count or fn) / images
+def _measure(fn, images: int, steps: int, warmup: int = 3, count=None, on_device: bool = True) -> dict:
+    """Images/s of fn (each call handles ``images``) and, when it is model work on the device
+    (``on_device``), its model FLOPs per image and host reads per call; ``count`` is the same
+    work without torch.compile, which the counters cannot see through."""
     img_s = images / _timed(fn, steps, warmup)
-    return {"img_s": img_s, "flops_per_img": flops, "host_reads": host_reads(count or fn)}
+    if not on_device:
+        return {"img_s": img_s}
+    return {"img_s": img_s, "flops_per_img": _flops(count or fn) / images, "host_reads": host_reads(count or fn)}
 
 
 def _cfg(args):
@@ -384,6 +385,24 @@ def classifier_train_plain(args) -> dict:
     return _measure(step, args.batch_size, args.steps)
 
 
+def classifier_input_randaugment(args) -> dict:
+    """The classifier loop's host side for one batch with ``eval.augment=randaugment``:
+    drawing the batch and augmenting it, which genaug does on the host before each step
+    (so on a GPU this caps the loop's images/s whatever the model)."""
+    from genaug.evaluate.train import _batch, _by_class, augment
+
+    ed = _eval_data(args)
+    gens = [torch.Generator().manual_seed(k) for k in range(3)]
+    pools = (_by_class(ed.syn_y, len(ed.classes)), _by_class(ed.train_y, len(ed.classes)))
+    steps = iter(range(1 << 30))
+
+    def run():
+        x, _, _ = _batch(ed, next(steps), 0.0, args.batch_size, gens, pools)
+        augment(x, "randaugment", gens[2])
+
+    return _measure(run, args.batch_size, args.steps, on_device=False)
+
+
 # --- reference ceiling -----------------------------------------------------------------------
 
 def matmul_ceiling(args) -> dict:
@@ -443,6 +462,7 @@ ROWS = [  # (what, genaug case, plain-loop case, peer case)
     ("diffusion sampling, DPM++ 25 steps, w=2 (peer: DDIM 25)", "diffusion_sample_25", None, "peer_sample_25"),
     ("diffusion sampling, DPM++ 50 steps, w=2", "diffusion_sample_50", None, None),
     ("classifier training (resnet_small28, batch B)", "classifier_train_genaug", "classifier_train_plain", None),
+    ("classifier input on the host: batch draw + RandAugment (no model)", "classifier_input_randaugment", None, None),
 ]
 
 
@@ -485,7 +505,7 @@ def table(results: dict[str, list[dict]], args) -> str:
         return f"{median(a) / median(b):.2f}x"
 
     def used(name):
-        if not results.get(name):
+        if not results.get(name) or "flops_per_img" not in results[name][0]:
             return "—"
         achieved = median(name) * median(name, "flops_per_img")
         return _rate(achieved) + (f" = {100 * achieved / peak:.1f}%" if peak else "")
