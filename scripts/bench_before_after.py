@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--cases", nargs="+", default=DEFAULT_CASES, choices=bench_speed.CASES)
-    ap.add_argument("--write", default=None, help="markdown file whose bench_before_after section is replaced")
+    ap.add_argument("--write", default=None, help="markdown file whose bench_before_after_<cpu|gpu> section is replaced")
     args = ap.parse_args(argv)
     child_args = argparse.Namespace(steps=args.steps, batch_size=args.batch_size, samples=8, precision="no",
                                     channels_last=False, compile=False)
@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> str:
     text = table(results, args, before, after)
     print(text)
     if args.write:
-        bench_speed.write_section(Path(args.write), text, "bench_before_after")
+        device = "gpu" if bench_speed.torch.cuda.is_available() else "cpu"
+        bench_speed.write_section(Path(args.write), text, f"bench_before_after_{device}")
     return text
 
 
