@@ -202,7 +202,14 @@ def gan_train_plain(args) -> dict:
     return _measure(step, args.batch_size, args.steps)
 
 
+def _fp32_only(args) -> None:
+    """genaug samples in fp32 (no autocast in ``genaug sample``): a bf16/fp16 table has no sampling rows."""
+    if args.precision != "no":
+        raise SystemExit(f"sampling runs in fp32 only; --precision {args.precision} does not apply")
+
+
 def gan_sample(args) -> dict:
+    _fp32_only(args)
     from genaug.data import load_data
     from genaug.generators.gan_train import build_models, generate
 
@@ -278,6 +285,7 @@ def diffusion_train_plain(args) -> dict:
 
 
 def _diffusion_sample(args, steps: int) -> dict:
+    _fp32_only(args)
     from genaug.generators.diffusion import sample
 
     cfg, unet, sched = _unet(args)
@@ -327,6 +335,7 @@ def diffusion_train_peer(args) -> dict:
 
 
 def peer_sample_25(args) -> dict:
+    _fp32_only(args)
     _, diffusion = _peer(args)
     diffusion.eval()
     n = args.samples
@@ -516,7 +525,8 @@ def table(results: dict[str, list[dict]], args) -> str:
 
     peak, ref_line = reference(results, args)
     flags = [f"--precision {args.precision}"] + (["--channels-last"] if args.channels_last else []) + \
-            (["--compile"] if args.compile else []) + ([f"--peak-tflops {args.peak_tflops:g}"] if args.peak_tflops else [])
+            (["--compile"] if args.compile else []) + ([f"--peak-tflops {args.peak_tflops:g}"] if args.peak_tflops else []) + \
+            ([f"--cases {' '.join(args.cases)}"] if list(getattr(args, "cases", CASES)) != CASES else [])
     mem = next((r[0]["memory"] for r in results.values() if r and "memory" in r[0]), "peak memory")
     lines = [
         f"Device: {device_name()}. Date: {datetime.date.today().isoformat()}. Runs: {args.repeats} per cell "
@@ -534,6 +544,8 @@ def table(results: dict[str, list[dict]], args) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for what, ours, plain, peer in ROWS:
+        if not any(results.get(case) for case in (ours, plain, peer) if case):
+            continue  # not among --cases, or every run of it failed
         lines.append(f"| {what} | {cell(ours)} | {cell(plain) if plain else '—'} | {cell(peer) if peer else '—'} | "
                      f"{ratio(ours, plain) if plain else '—'} | {ratio(ours, peer) if peer else '—'} | {used(ours)} | "
                      f"{reads(ours)} |")

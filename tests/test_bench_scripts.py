@@ -135,6 +135,10 @@ def test_speed_table_gives_model_flops_and_utilisation_against_the_cpu_ceiling(m
     row = next(line for line in text.splitlines() if line.startswith("| classifier training"))
     assert "100.0 (80.0-120.0), 800 MB" in row and "2.00x" in row and row.endswith("20.0 GFLOP/s = 20.0% | 0/2 |")
     assert "measured matmul ceiling (a 2048^2 fp32 matmul reaches 100.0 GFLOP/s here" in text
+    assert "--precision no`" in text  # every case ran: the command names none
+    args.cases = ["classifier_train_genaug", "classifier_train_plain", "matmul_ceiling"]
+    assert "--precision no --cases classifier_train_genaug classifier_train_plain matmul_ceiling`" in bs.table(results, args)
+    assert "| GAN training" not in text  # rows of cases that did not run are left out
 
 
 def test_each_speed_option_set_writes_its_own_section(monkeypatch):
