@@ -101,6 +101,15 @@ def _flops(fn) -> float:
 # Ops that hand a tensor's value to the host: .item(), float(), bool() and int() run
 # _local_scalar_dense; nonzero and masked_select must learn their output size.
 HOST_READ_OPS = {"aten._local_scalar_dense.default", "aten.nonzero.default", "aten.masked_select.default"}
+# torch's own plumbing between a tensor method (or a wrapped function) and the dispatcher
+PLUMBING = ("_python_dispatch", "torch/_tensor.py", "torch/_compile.py", "torch/_dynamo/", "torch/utils/_contextlib")
+
+
+def _reader(frame) -> str:
+    """The file of the innermost frame at or above ``frame`` that is not torch's plumbing."""
+    while frame and any(k in frame.f_code.co_filename.replace(os.sep, "/") for k in PLUMBING):
+        frame = frame.f_back
+    return frame.f_code.co_filename.replace(os.sep, "/") if frame else ""
 
 
 def host_reads(fn) -> int:
@@ -113,21 +122,17 @@ def host_reads(fn) -> int:
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Count(TorchDispatchMode):
-        n = 0
-
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             if str(func) in HOST_READ_OPS:
-                frame = sys._getframe(1)
-                while frame and any(k in frame.f_code.co_filename for k in ("_python_dispatch", "torch/_tensor.py",
-                                                                          "torch/_compile.py", "torch/_dynamo", "torch/utils/_contextlib")):
-                    frame = frame.f_back
-                where = frame.f_code.co_filename if frame else ""
-                Count.n += not (f"torch{os.sep}optim{os.sep}" in where and not where.endswith("swa_utils.py"))
+                where = _reader(sys._getframe(1))
+                self.n += not ("torch/optim/" in where and not where.endswith("swa_utils.py"))
             return func(*args, **(kwargs or {}))
 
-    with Count():
+    counter = Count()
+    counter.n = 0
+    with counter:
         fn()
-    return Count.n
+    return counter.n
 
 
 def _measure(fn, images: int, steps: int, warmup: int = 3, count=None, on_device: bool = True) -> dict:
