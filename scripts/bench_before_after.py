@@ -34,15 +34,8 @@ def git(*args: str) -> str:
 
 def run_side(case: str, args, pythonpath: str | None) -> dict | None:
     """One bench_speed child run of ``case``, with ``pythonpath`` (the earlier checkout) first."""
-    saved = os.environ.pop("PYTHONPATH", None)
-    if pythonpath:
-        os.environ["PYTHONPATH"] = pythonpath
-    try:
-        return bench_speed.child(case, args)
-    finally:
-        os.environ.pop("PYTHONPATH", None)
-        if saved is not None:
-            os.environ["PYTHONPATH"] = saved
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return bench_speed.child(case, args, env | ({"PYTHONPATH": pythonpath} if pythonpath else {}))
 
 
 def table(results: dict, args, before: str, after: str) -> str:

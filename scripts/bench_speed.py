@@ -449,12 +449,13 @@ def run_case(name: str, args) -> dict:
     return out
 
 
-def child(name: str, args) -> dict | None:
+def child(name: str, args, env: dict | None = None) -> dict | None:
+    """Run one case in a child process (with ``env``, default this one's); None when it fails."""
     cmd = [sys.executable, __file__, "--case", name, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
            "--samples", str(args.samples), "--precision", args.precision]
     cmd += ["--channels-last"] if args.channels_last else []
     cmd += ["--compile"] if args.compile else []
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["?"])[-1]
         print(f"{name}: skipped ({last})", file=sys.stderr)

@@ -167,8 +167,7 @@ def _loop(cfg: Config, data: LabeledData, accelerator, parts: DiffusionParts, st
 
 def _after_step(cfg, data, accelerator, parts, state, out, extra, row, img_s, bar) -> None:
     dc, step = cfg.diffusion, state.step
-    final = step == dc.steps
-    is_eval = step % dc.eval_every == 0 or final
+    is_eval = due(step, dc.steps, dc.eval_every)
     if is_eval:
         if accelerator.is_main_process:
             unet = ema_unet(parts, accelerator)
@@ -176,9 +175,9 @@ def _after_step(cfg, data, accelerator, parts, state, out, extra, row, img_s, ba
             row |= _evaluate(cfg, data, parts, state, out, real, unet)
             save_unet(unet, out / "last", _meta(cfg, data, parts, state, None))
         accelerator.wait_for_everyone()
-    if step % dc.log_every == 0 or is_eval:
+    if due(step, dc.steps, dc.log_every) or is_eval:
         row = {"step": step, **row, "img_per_s": round(img_s, 1)}
         log_metrics(accelerator, out / "metrics.jsonl", row)
         bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{img_s:.0f}", **({"fid": f"{row['fid']:.3g}"} if "fid" in row else {}))
-    if step % dc.checkpoint_every == 0 or final:
+    if due(step, dc.steps, dc.checkpoint_every):
         save_checkpoint(accelerator, out / "checkpoints", step, extra=extra, state=state)

@@ -202,8 +202,7 @@ def _loop(cfg: Config, data: LabeledData, accelerator, parts: GanParts, state: T
 
 def _after_step(cfg, data, accelerator, parts, state, out, real_u8, row, img_s, bar) -> None:
     gc, step = cfg.gan, state.step
-    final = step == gc.steps
-    is_eval, is_log = step % gc.eval_every == 0 or final, step % gc.log_every == 0 or final
+    is_eval, is_log = due(step, gc.steps, gc.eval_every), due(step, gc.steps, gc.log_every)
     if is_eval:
         if accelerator.is_main_process:
             row |= _evaluate(cfg, data, parts.ema.module, state, out, real_u8)
@@ -214,5 +213,5 @@ def _after_step(cfg, data, accelerator, parts, state, out, real_u8, row, img_s, 
         log_metrics(accelerator, out / "metrics.jsonl", row)
         bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", loss_g=f"{row['loss_g']:.3f}", img_s=f"{img_s:.0f}",
                         **({"fid": f"{row['fid']:.3g}"} if "fid" in row else {}))
-    if step % gc.checkpoint_every == 0 or final:
+    if due(step, gc.steps, gc.checkpoint_every):
         save_checkpoint(accelerator, out / "checkpoints", step, extra={"ema": parts.ema}, state=state)
