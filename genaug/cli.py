@@ -10,7 +10,7 @@ from typing import Callable
 
 import click
 
-from genaug.config import Config, load_config
+from genaug.config import Config, annotated_yaml, resolve_config
 from genaug.errors import GenaugError
 
 
@@ -65,7 +65,7 @@ def config_options(fn: Callable) -> Callable:
                   help="Override any config value; repeatable.")
     @click.option("--run", "run_name", default=None, help="Run name (runs/<run>, gen_dataset/<run>).")
     @click.option("--data-root", default=None, type=click.Path(file_okay=False), help="Where a built-in source's files live.")
-    @click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
+    @click.option("--dry-run", is_flag=True, help="Print the resolved config (non-default values marked # file / # --set) and exit.")
     @functools.wraps(fn)
     def wrapper(config_path, overrides, run_name, data_root, dry_run, **kwargs):
         extra = list(overrides)
@@ -74,10 +74,10 @@ def config_options(fn: Callable) -> Callable:
         if data_root is not None:
             extra.append(f"data.root={data_root}")
         extra += [f"{k}={v}" for k, v in kwargs.pop("_cli_overrides", {}).items()]
-        cfg = load_config(config_path, extra)
+        cfg, origins = resolve_config(config_path, extra)
         click.get_current_context().meta["genaug_explicit"] = {"config": config_path, "overrides": extra}
-        if dry_run:
-            click.echo(cfg.to_yaml(), nl=False)
+        if dry_run:  # values that differ from the built-in default say where they came from
+            click.echo(annotated_yaml(cfg, origins), nl=False)
             return None
         return fn(cfg, **kwargs)
 
@@ -146,20 +146,6 @@ def with_overrides(cfg: Config, **dotted) -> Config:
     return Config.model_validate(tree)
 
 
-def summarise_fidelity(result: dict) -> str:
-    lines = [f"{'class':<14} {'tried':>6} {'kept':>5}  FID before -> after ({result['extractor']}, vs train)"]
-    for name, e in result["classes"].items():
-        b, a = (e.get("before") or {}).get("fid"), (e.get("after") or {}).get("fid")
-        note = f"  not augmented: {e['not_augmented_because']}" if e.get("not_augmented_because") else ""
-        lines.append(f"{name[:14]:<14} {e['candidates']:>6} {e['kept']:>5}  "
-                     f"{'-' if b is None else f'{b:.3f}'} -> {'-' if a is None else f'{a:.3f}'}{note}")
-    mb, ma = result["mean_class_fid_before"], result["mean_class_fid_after"]
-    if mb is not None and ma is not None:
-        lines.append(f"mean per-class FID over {result['mean_over_classes']} classes {mb:.3f} -> {ma:.3f}; kept {result['kept']} of {result['generated']} "
-                     f"generated; rejected: " + (", ".join(f"{k} {v}" for k, v in result["reject_reasons"].items()) or "none"))
-    return "\n".join(lines)
-
-
 @cli.command("sample")
 @click.option("--per-class", type=click.IntRange(min=1), default=None, help="Kept images per class.")
 @click.option("--generator", default=None, help="best, last, or a checkpoint path.")
@@ -168,7 +154,7 @@ def summarise_fidelity(result: dict) -> str:
 @config_options
 def sample_cmd(cfg: Config, per_class, generator, no_filter, force) -> None:
     """Generate labeled synthetic images and filter them (SPEC §4)."""
-    from genaug.synthetic.sample import run_sample
+    from genaug.synthetic.sample import run_sample, summarise_fidelity
 
     cfg = with_overrides(cfg, sample__per_class=per_class, sample__checkpoint=generator,
                          sample__filter=False if no_filter else None)
@@ -190,7 +176,7 @@ def filter_cmd(cfg: Config, min_confidence, realism_quantile, near_copy_distance
     No image is generated: kept/rejected is decided again from the scores in the
     manifest. A class left with fewer than per_class images is not augmented; run
     'genaug sample' with the same thresholds to top it up."""
-    from genaug.synthetic.sample import run_filter
+    from genaug.synthetic.sample import run_filter, summarise_fidelity
 
     cfg = with_overrides(cfg, sample__min_confidence=min_confidence, sample__realism_quantile=realism_quantile,
                          sample__near_copy_distance=near_copy_distance, sample__max_class_fid=max_class_fid)
@@ -226,16 +212,22 @@ def fid_cmd(cfg: Config, a: str, b: str, extractor: str, max_images: int) -> Non
 @click.option("--seeds", type=click.IntRange(1, 100), default=None, help="Seeds per setting (default: eval.seeds).")
 @click.option("--model", default=None, help="timm model name (eval.model).")
 @click.option("--strategy", type=click.Choice(["full", "linear", "last_n", "attention", "lora"]), default=None)
+@click.option("--synthetic", "synthetic_dir", default=None, metavar="DIR",
+              help="Evaluate this labeled ImageFolder (any generator's output) instead of gen_dataset/<run>.")
 @config_options
-def eval_classifier_cmd(cfg: Config, mix, seeds, model, strategy) -> None:
+def eval_classifier_cmd(cfg: Config, mix, seeds, model, strategy, synthetic_dir) -> None:
     """Fine-tune a timm classifier on real vs real+synthetic and report the gain (SPEC §5).
 
     \b
-    r = 0 (real only) always runs with the same seeds; the gain is paired per seed.
+    Rows, with the same seeds: naive real-only, strong real-only (class-balanced draws
+    + RandAugment: the baseline every gain is measured against), + synthetic at each
+    share r, and an oracle (held-out real images in the synthetic slots) when real
+    labeled images were left unused. Gains are paired per seed.
     Writes runs/<run>/eval/metrics.json, rows.jsonl and PNG plots."""
     from genaug.evaluate.run import eval_dir, evaluate, results_table
 
-    cfg = with_overrides(cfg, eval__mix=mix, eval__seeds=seeds, eval__model=model, eval__strategy=strategy)
+    cfg = with_overrides(cfg, eval__mix=mix, eval__seeds=seeds, eval__model=model, eval__strategy=strategy,
+                         eval__synthetic_dir=synthetic_dir)
     metrics = evaluate(cfg)
     click.echo(results_table(metrics))
     click.echo(f"metrics.json, rows.jsonl and plots in {eval_dir(cfg)}")

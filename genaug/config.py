@@ -135,10 +135,18 @@ class EvalConfig(Section):
     mixup: float = Field(0.0, ge=0.0)
     cutmix: float = Field(0.0, ge=0.0)
     augment: Literal["none", "shift", "shift_flip", "randaugment"] = Field(
-        "shift", description="shift: random 2 px shifts; shift_flip: + horizontal flips; randaugment: + flips and 2 "
-        "RandAugment ops per image (magnitude 9/30)")
+        "randaugment", description="the strong baseline's (and every synthetic row's) augmentation. shift: random 2 px "
+        "shifts; shift_flip: + horizontal flips; randaugment: + flips and 2 RandAugment ops per image (magnitude 9/30)")
     real_sampling: Literal["uniform", "balanced"] = Field(
-        "uniform", description="real examples drawn uniformly over images, or over classes first (resampling baseline)")
+        "balanced", description="the strong baseline's real draws: over classes first (balanced) or uniformly over images")
+    naive_augment: Literal["none", "shift", "shift_flip", "randaugment"] = Field(
+        "shift", description="the naive real-only row's augmentation (its draws are always uniform over images)")
+    synthetic_dir: Optional[str] = Field(None, description="evaluate this labeled ImageFolder as the synthetic set "
+                                         "instead of gen_dataset/<run> (any generator's output; no manifest needed)")
+    oracle: bool = Field(True, description="run the oracle row (held-out real images in the synthetic slots) when "
+                         "real labeled training images are left unused")
+    oracle_dir: Optional[str] = Field(None, description="an ImageFolder of extra labeled real images for the oracle "
+                                      "row (default: the training-pool images real_per_class / imbalance left out)")
     eval_every: int = Field(100, ge=1, description="val accuracy every N steps; the best-val weights are tested")
     patience: int = Field(0, ge=0, description="stop after N evaluations without val improvement; 0 = never")
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
@@ -162,7 +170,7 @@ class Config(Section):
     diffusion: DiffusionConfig = DiffusionConfig()
     judge: JudgeConfig = JudgeConfig(lr=4e-3, steps=400)
     sample: SampleConfig = SampleConfig(min_confidence=0.6)
-    eval: EvalConfig = EvalConfig(model="resnet_small28", lr=4e-3, steps=300, batch_size=32, eval_every=100, seeds=4,
+    eval: EvalConfig = EvalConfig(model="resnet_small28", lr=4e-3, steps=300, batch_size=32, eval_every=100, seeds=3,
                                   mix="0.5")
     paths: PathsConfig = PathsConfig()
 
@@ -245,31 +253,82 @@ def _valid_keys_hint(dotted: str) -> str:
     return f" (valid here: {', '.join(model.model_fields)})"
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Build a :class:`Config` from an optional YAML file plus ``key=value`` overrides.
-    Without a file the overrides apply to the built-in default run (``Config()``); a
-    file's sections start from the section defaults."""
-    tree: dict = Config().model_dump(mode="json") if path is None else {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(loaded).__name__}")
-        tree = loaded or {}
-    parsed = [parse_override(text) for text in overrides]
-    if path is None and any(keys == ["data", "source"] and value != tree["data"]["source"] for keys, value in parsed):
-        tree["data"] = {}  # the default run's data settings (its long tail) belong to the embedded set
-    for keys, value in parsed:
-        _set_nested(tree, keys, value, ".".join(keys))
+def _read_file(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(loaded).__name__}")
+    return loaded or {}
+
+
+def _merge(tree: dict, layer: dict, origin: str, origins: dict[str, str], prefix: str = "") -> None:
+    """Lay ``layer`` over ``tree`` key by key (sections recursively), noting each leaf's origin."""
+    for key, value in layer.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value and isinstance(tree.get(key), dict):
+            _merge(tree[key], value, origin, origins, dotted + ".")
+        else:
+            tree[key] = value
+            for leaf in (_leaves(value) if isinstance(value, dict) and value else [""]):
+                origins[dotted + (f".{leaf}" if leaf else "")] = origin
+
+
+def resolve_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+                   ) -> tuple[Config, dict[str, str]]:
+    """One rule, key by key: built-in default (``Config()``) -> config file -> ``--set``;
+    ``--set a.b=v`` changes a.b and nothing else. The one exception: the default run's
+    data settings (its long tail) belong to the embedded set, so a file or ``--set``
+    naming another ``data.source`` starts the data section from the section defaults.
+    Returns the config and ``{dotted key: "file" | "--set"}`` for every key set."""
+    tree: dict = Config().model_dump(mode="json")
+    default_source, origins = tree["data"]["source"], {}
+    layers = [(_read_file(path), "file")] if path is not None else []
+    setters: dict = {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        _set_nested(setters, keys, value, ".".join(keys))
+    layers.append((setters, "--set"))
+    for layer, origin in layers:
+        source = (layer.get("data") or {}).get("source") if isinstance(layer.get("data"), dict) else None
+        if source is not None and source != default_source and tree["data"]["source"] == default_source:
+            tree["data"] = DataConfig().model_dump(mode="json")
+        _merge(tree, layer, origin, origins)
     bad = unknown_keys(Config, tree)
     if bad:
         raise ConfigError("unknown config key " + ", ".join(f"'{k}'" for k in bad) + _valid_keys_hint(bad[0]))
     try:
-        return Config.model_validate(tree)
+        return Config.model_validate(tree), origins
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A :class:`Config` from an optional YAML file plus ``key=value`` overrides
+    (see :func:`resolve_config` for the rule)."""
+    return resolve_config(path, overrides)[0]
+
+
+def annotated_yaml(cfg: Config, origins: dict[str, str]) -> str:
+    """The resolved config as YAML, each value that differs from the built-in default
+    followed by a comment naming where it came from (``# file`` / ``# --set``)."""
+    default = Config().model_dump(mode="json")
+    lines: list[str] = []
+
+    def emit(tree: dict, base: dict, prefix: str, indent: str) -> None:
+        for key, value in tree.items():
+            dotted, ref = f"{prefix}{key}", (base or {}).get(key)
+            if not prefix and isinstance(value, dict):  # a section
+                lines.append(f"{indent}{key}:")
+                emit(value, ref, dotted + ".", indent + "  ")
+                continue
+            text = yaml.safe_dump({key: value}, default_flow_style=True, sort_keys=False, width=10**6).strip()[1:-1]
+            note = f"  # {origins.get(dotted, 'section default: another data.source')}" if value != ref else ""
+            lines.append(f"{indent}{text}{note}")
+
+    emit(cfg.model_dump(mode="json"), default, "", "")
+    return "\n".join(lines) + "\n"

@@ -84,11 +84,12 @@ def panel(cfg: Config, metrics: dict, test, classes: list[str]) -> tuple[bytes |
     chosen = (metrics.get("auto") or {}).get("chosen_mix")
     aug = next((s for s in settings if s["mix"] == chosen), None) or max(settings, key=lambda s: s["gain_acc"]["mean"])
     seed, out = metrics["seeds"][0], cfg.run_dir() / "eval"
-    paths = [model_path(out, 0.0, seed), model_path(out, aug["mix"], seed)]
+    paths = [model_path(out, "strong", 0.0, seed), model_path(out, "synthetic", aug["mix"], seed)]
     if not all(p.is_file() for p in paths):
         return None, "Grad-CAM panels skipped: no saved classifier weights (rerun 'genaug pipeline --from eval')."
     channels, size = test.images.shape[-1], test.images.shape[1]
-    loaded = [_load(cfg, p, metrics["key"], len(classes), channels, size) for p in paths]
+    keys = metrics.get("keys") or {}
+    loaded = [_load(cfg, p, keys.get(arm), len(classes), channels, size) for p, arm in zip(paths, ("strong", "synthetic"))]
     if any(m is None for m in loaded):
         return None, "Grad-CAM panels skipped: the saved weights belong to another evaluation setting."
     layers = [target_layer(model, spec) for model, spec in loaded]
@@ -119,7 +120,7 @@ def panel(cfg: Config, metrics: dict, test, classes: list[str]) -> tuple[bytes |
         base = _rgb(test.images[i], cams[0].shape[-1])
         axes[k][0].imshow(base)
         axes[k][0].set_title(f"test #{i}: true {classes[int(y[i])]}", fontsize=8)
-        for j, name in ((1, "real only"), (2, f"r = {aug['mix']:g}")):
+        for j, name in ((1, "strong real-only"), (2, f"+ synthetic r = {aug['mix']:g}")):
             axes[k][j].imshow(show_cam_on_image(base.astype(np.float32), cams[j - 1][k], use_rgb=True))
             p = int(preds[j - 1][i])
             axes[k][j].set_title(f"{name}: predicts {classes[p]} {'ok' if p == int(y[i]) else 'WRONG'}", fontsize=8)
@@ -128,6 +129,6 @@ def panel(cfg: Config, metrics: dict, test, classes: list[str]) -> tuple[bytes |
     fig.tight_layout()
     data = png_bytes(fig)
     caption = (f"Grad-CAM for the true class (seed {seed}; last conv layer at >= 7 px): test images that the augmented "
-               f"classifier (r = {aug['mix']:g}) gets right and the real-only one gets wrong ({len(fixed)} in all), "
+               f"classifier (r = {aug['mix']:g}) gets right and the strong real-only one gets wrong ({len(fixed)} in all), "
                f"then ones it breaks ({len(broken)} in all).")
     return data, caption

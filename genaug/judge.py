@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from accelerate import PartialState
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
-from tqdm import tqdm
+from genaug.progress import progress
 
 import genaug.models  # noqa: F401  (registers the small timm models)
 from genaug.config import Config
@@ -83,7 +83,7 @@ def train_judge(cfg: Config, data: LabeledData, out_dir: Path) -> dict:
     images = torch.from_numpy(train.images).permute(0, 3, 1, 2)  # (N, C, H, W) uint8
     labels = torch.from_numpy(train.labels)
     best, best_state = -1.0, None
-    bar = tqdm(range(jc.steps), desc="judge", unit="step", leave=False)
+    bar = progress(range(jc.steps), desc="judge", unit="step", leave=False)
     for step in bar:
         model.train()
         idx = torch.randint(0, len(train), (jc.batch_size,), generator=gen)

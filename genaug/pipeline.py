@@ -88,9 +88,9 @@ def _train(cfg: Config) -> None:
 
 
 def _sample(cfg: Config) -> None:
-    from genaug.synthetic.sample import run_sample
+    from genaug.synthetic.sample import run_sample, summarise_fidelity
 
-    run_sample(cfg, replace_stale=True)  # a retrained generator makes the old images stale
+    print(summarise_fidelity(run_sample(cfg, replace_stale=True)))  # a retrained generator makes old images stale
 
 
 def _eval(cfg: Config) -> None:

@@ -190,44 +190,73 @@ def write_report(cfg: Config) -> Path:
     return run_dir / "report.html"
 
 
+def _verdict(g: dict) -> str:
+    if g["lo"] is None:
+        return "one seed only: no interval"
+    if g["lo"] > 0:
+        return "a gain: the 95% interval is above zero"
+    if g["hi"] < 0:
+        return "a loss: the 95% interval is below zero"
+    return "no significant difference: the 95% interval contains zero"
+
+
 def _summary(doc: Doc, cfg: Config, metrics: dict | None) -> None:
     doc.h("Answer")
     if not metrics:
         doc.p("No evaluation yet: run 'genaug eval-classifier' (or 'genaug pipeline').")
         return
-    base = metrics["settings"][0]
+    base, arms = metrics["settings"][0], metrics.get("arms") or {}
+    strong = (arms.get("strong") or {})
+    what = "the external set" if metrics["synthetic"].get("external") else "synthetic images"
+    captured = (metrics.get("oracle") or {}).get("captured") or {}
+    oracle = {o["mix"]: o for o in (metrics.get("oracle") or {}).get("settings", [])}
     for s in metrics["settings"][1:]:
         g = s["gain_acc"]
-        if g["lo"] is None:
-            verdict = "one seed only: no interval"
-        elif g["lo"] > 0:
-            verdict = "a gain: the 95% interval is above zero"
-        elif g["hi"] < 0:
-            verdict = "a loss: the 95% interval is below zero"
-        else:
-            verdict = "no significant difference: the 95% interval contains zero"
-        doc.p(f"Synthetic share r = {s['mix']:g}: test accuracy {s['test_acc']['mean']:.4f} vs {base['test_acc']['mean']:.4f} "
-              f"real only; paired gain {_ci(g, True)} over {g['n']} seeds: {verdict}.")
+        text = (f"Adding {what} at share r = {s['mix']:g} to the strong real-only baseline ({strong.get('sampling', '?')} "
+                f"draws + {strong.get('augment', '?')} augmentation): test accuracy {s['test_acc']['mean']:.4f} vs "
+                f"{base['test_acc']['mean']:.4f}; paired gain {_ci(g, True)} over {g['n']} seeds: {_verdict(g)}.")
+        if s["mix"] in oracle:
+            c = captured.get(str(s["mix"])) or {}
+            share = f"{c['share']:.2f}" if c.get("share") is not None else (c.get("why") or "n/a")
+            text += (f" The oracle (held-out real images in the same slots) gains {_ci(oracle[s['mix']]['gain_acc'], True)}; "
+                     f"share of that possible gain the {what} capture: {share}.")
+        doc.p(text)
+    if metrics.get("baselines"):
+        rb = metrics["baselines"]["strong_over_naive"]["acc"]
+        doc.p(f"What rebalancing + augmentation alone give (strong vs naive real-only, no generator involved): "
+              f"{_ci(rb, True)}. No part of it is credited to the generator.")
     caution = rebalancing_caution(metrics)
     if caution:
         doc.p(caution)
     doc.p(f"Classifier {metrics['model']} ({metrics['strategy']}, {'pretrained' if metrics['pretrained'] else 'from scratch'}), "
           f"{metrics['steps']} steps x {metrics['batch_size']}; real training images {metrics['real']['train']}, "
-          f"validation {metrics['real']['val']}, test {metrics['real']['test']}; kept synthetic images "
-          f"{metrics['synthetic']['n']}. The generator, the judge and the classifier saw only the training split; "
+          f"validation {metrics['real']['val']}, test {metrics['real']['test']}; {what} {metrics['synthetic']['n']}"
+          + (f" from {metrics['synthetic']['dir']}" if metrics["synthetic"].get("external") else " kept")
+          + ". The generator, the judge and the classifier saw only the training split; "
           "checkpoints were chosen on validation; the test split was read once per run, after training.")
+    for name, arm in arms.items():
+        doc.p(f"Row '{arm['title']}': {arm['explains']}")
+
+
+def _rows(metrics: dict) -> list[tuple[str, dict]]:
+    """(row name, setting) in table order: naive, strong, + synthetic at each r, oracle."""
+    chosen = (metrics.get("auto") or {}).get("chosen_mix")
+    out = [("naive real-only", metrics["baselines"]["naive"])] if metrics.get("baselines") else []
+    for s in metrics["settings"]:
+        out.append(("strong real-only (baseline)" if s["mix"] == 0 else "+ synthetic" + (" (auto)" if s["mix"] == chosen else ""), s))
+    out += [("oracle (held-out real)", s) for s in (metrics.get("oracle") or {}).get("settings", [])]
+    return out
 
 
 def _accuracy(doc: Doc, metrics: dict | None, eval_dir: Path) -> None:
     if not metrics:
         return
-    doc.h("Accuracy and gain (mean [95% t-interval] over seeds)")
-    chosen = (metrics.get("auto") or {}).get("chosen_mix")
-    doc.table(["mix r", "test accuracy", "macro-F1", "val accuracy", "paired gain (acc.)", "paired gain (F1)"],
-              [[f"{s['mix']:g}" + (" (auto)" if s["mix"] == chosen else ""), _ci(s["test_acc"]), _ci(s["test_f1"]),
-                _ci(s["val_acc"]), _ci(s.get("gain_acc"), True), _ci(s.get("gain_f1"), True)] for s in metrics["settings"]])
-    for name, caption in (("accuracy_vs_mix.png", "Test accuracy vs synthetic share (error bars: 95% CI)"),
-                          ("per_class_gain.png", "Per-class accuracy gain over real only")):
+    doc.h("Accuracy and gain over the strong baseline (mean [95% t-interval] over seeds)")
+    doc.table(["row", "mix r", "test accuracy", "macro-F1", "val accuracy", "paired gain (acc.)", "paired gain (F1)"],
+              [[name, f"{s['mix']:g}", _ci(s["test_acc"]), _ci(s["test_f1"]), _ci(s["val_acc"]),
+                _ci(s.get("gain_acc"), True), _ci(s.get("gain_f1"), True)] for name, s in _rows(metrics)])
+    for name, caption in (("accuracy_vs_mix.png", "Test accuracy vs share r (error bars: 95% CI); r = 0 is the strong baseline"),
+                          ("per_class_gain.png", "Per-class accuracy gain over the strong real-only baseline")):
         p = eval_dir / name
         doc.img(name, p.read_bytes() if p.is_file() else None, caption)
     last = metrics["settings"][-1]["mix"]

@@ -28,3 +28,14 @@ def save_splits(cfg: Config, data: LabeledData) -> Path:
     path = cfg.run_dir() / "splits.json"
     atomic_write_json(path, {"data_hash": config_hash(cfg, "data"), **data.membership()})
     return path
+
+
+def record_in_splits(cfg: Config, name: str, ids: list[str], labels: list[int]) -> Path:
+    """Add a named id list (e.g. the oracle's held-out images) to ``runs/<run>/splits.json``."""
+    import json
+
+    path = cfg.run_dir() / "splits.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {"data_hash": config_hash(cfg, "data")}
+    doc[name] = {"ids": ids, "labels": labels}
+    atomic_write_json(path, doc)
+    return path

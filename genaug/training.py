@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from accelerate.utils import ProjectConfiguration
 from PIL import Image
 from safetensors.torch import save_file
 from torchvision.utils import make_grid
-from tqdm import tqdm
+from genaug.progress import progress
 
 from genaug.config import Config
 from genaug.errors import GenaugError
@@ -284,7 +284,7 @@ def score_samples(cfg: Config, images: torch.Tensor, labels: torch.Tensor, real:
 
 
 def run_steps(accelerator: Accelerator, state: TrainState, *, total: int, desc: str, out: Path,
-              step_fn: Callable[[int], tuple[dict, int]], after_fn: Callable[[dict, float, tqdm], None],
+              step_fn: Callable[[int], tuple[dict, int]], after_fn: Callable[[dict, float, Any], None],
               watch: FiniteWatch, sync_at: Callable[[int], bool]) -> None:
     """The loop both trainers share: ``step_fn(step) -> (metrics row, images seen)``
     does one optimisation step and may leave the row's values on the device. At the
@@ -296,7 +296,7 @@ def run_steps(accelerator: Accelerator, state: TrainState, *, total: int, desc: 
     the device."""
     t0, seen = time.perf_counter(), 0
     # "with": the bar is closed (its line ended) before an error message is printed
-    with tqdm(total=total, initial=state.step, desc=desc, unit="step", disable=not accelerator.is_main_process) as bar:
+    with progress(total=total, initial=state.step, desc=desc, unit="step", disable=not accelerator.is_main_process) as bar:
         while state.step < total:
             row, n = step_fn(state.step)
             watch.add(state.step, row)

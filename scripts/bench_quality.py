@@ -214,6 +214,23 @@ def ci(c: dict, signed: bool = False) -> str:
     return fmt(c, signed=signed)
 
 
+def negated(c: dict) -> dict:
+    """The interval of -x from that of x (the naive row's gain over the strong baseline)."""
+    flip = lambda v: None if v is None else -v
+    return {**c, "mean": -c["mean"], "lo": flip(c["hi"]), "hi": flip(c["lo"])}
+
+
+def oracle_cell(metrics: dict, mix: float) -> str:
+    """The oracle's paired gain at ``mix`` (held-out real images in the same slots) and
+    the share of it the synthetic set captured; '—' where no oracle ran."""
+    oracle = metrics.get("oracle") or {}
+    o = next((s for s in oracle.get("settings", []) if s["mix"] == mix), None)
+    if o is None:
+        return "—"
+    c = (oracle.get("captured") or {}).get(str(mix)) or {}
+    return f"{ci(o['gain_acc'], True)}; " + (f"{c['share']:.2f}" if c.get("share") is not None else "n/a")
+
+
 def table(results: list[dict], args) -> str:
     """Markdown: one block per K; each result names the command, device and date it ran with."""
     runs = sorted({(r.get("command", command(args)), r.get("device", "?"), r.get("date", "?")) for r in results})
@@ -234,10 +251,16 @@ def table(results: list[dict], args) -> str:
         lines += [f"- {r['generator'].upper()}: {r['budget']}" for r in group if r.get("budget")]
         lines += ["",
                   "| rows | synthetic kept | test accuracy [95% CI] | macro-F1 [95% CI] | paired gain over baseline [95% CI] "
-                  "| FID / KID (Inception) | FID / KID (judge) | near-copies |", "|---|---|---|---|---|---|---|---|",
+                  "| oracle gain at the same r [95% CI]; share captured | FID / KID (Inception) | FID / KID (judge) "
+                  "| near-copies |", "|---|---|---|---|---|---|---|---|---|",
                   ]
-        lines += [f"| real only + RandAugment (baseline{f' of the {run} run' if run else ''}) | 0 | "
-                  f"{ci(b['test_acc'])} | {ci(b['test_f1'])} | — | — | — | — |" for run, b in bases.items()]
+        naive = (m0.get("baselines") or {})
+        if naive:
+            lines.append(f"| naive real only (uniform draws, {m0['arms']['naive']['augment']}) | 0 | "
+                         f"{ci(naive['naive']['test_acc'])} | {ci(naive['naive']['test_f1'])} | "
+                         f"{ci(negated(naive['strong_over_naive']['acc']), True)} | — | — | — | — |")
+        lines += [f"| strong real only: balanced draws + RandAugment (baseline{f' of the {run} run' if run else ''}) | 0 | "
+                  f"{ci(b['test_acc'])} | {ci(b['test_f1'])} | — | — | — | — | — |" for run, b in bases.items()]
         for r in group:
             for name in ("filtered", "unfiltered"):
                 part = r[name]
@@ -253,12 +276,16 @@ def table(results: list[dict], args) -> str:
                 for label, s in labelled:
                     gain = ci(s["gain_acc"], True) if s.get("gain_acc") else "±0 (baseline)"
                     lines.append(f"| + {r['generator'].upper()} {name}, {label} | {part['metrics']['synthetic']['n']} | "
-                                 f"{ci(s['test_acc'])} | {ci(s['test_f1'])} | {gain} | {cols[0]} | {cols[1]} | {cols[2]} |")
+                                 f"{ci(s['test_acc'])} | {ci(s['test_f1'])} | {gain} | {oracle_cell(part['metrics'], s['mix'])} "
+                                 f"| {cols[0]} | {cols[1]} | {cols[2]} |")
         lines.append("")
     lines.append("FID/KID: kept synthetic images vs the K-shot training split (the test set is never used); with 100 "
                  "or 500 reference images FID is biased upwards, so compare KID across rows. Near-copies: the share of "
                  "kept images whose nearest training image (pixel L2) is closer than it is for 90% of the real "
-                 "validation images; ~0.10 is as novel as new real images, far above it is memorisation.")
+                 "validation images; ~0.10 is as novel as new real images, far above it is memorisation. Oracle: the "
+                 "same slots filled with held-out real Fashion-MNIST training images (as many per class as the "
+                 "synthetic set), the ceiling a perfect generator could reach; share captured = synthetic gain / "
+                 "oracle gain, n/a when the oracle's interval includes 0.")
     return "\n".join(lines)
 
 

@@ -370,8 +370,10 @@ def classifier_train_genaug(args) -> dict:
     from genaug.evaluate.train import _train_step, _trainer, augment
 
     cfg = _cfg(args)
+    # shift, not the default RandAugment: the host-side RandAugment has its own case
+    # (classifier_input_randaugment), so this one times the model step as it always has
     ec = cfg.eval.model_copy(update={"batch_size": args.batch_size, "mixed_precision": args.precision,
-                                     "channels_last": True})
+                                     "channels_last": True, "augment": "shift"})
     t = _trainer(ec, _eval_data(args))
     x, y = _digits(args.batch_size)
     g = torch.Generator().manual_seed(0)

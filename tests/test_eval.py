@@ -212,7 +212,9 @@ def test_no_test_image_is_read_while_training_or_selecting(tmp_path, monkeypatch
     monkeypatch.setattr(eval_run, "load_eval_data", instrumented)
     metrics = eval_run.evaluate(cfg)
     reads = recorders[0].reads
-    assert [what for what, _ in reads].count("images") == 4  # once per (r, seed) run, after training
+    runs = len(metrics["per_seed"])  # naive, strong, + synthetic and oracle at 0.5, two seeds each
+    assert runs == 8 and {r["arm"] for r in metrics["per_seed"]} == {"naive", "strong", "synthetic", "oracle"}
+    assert [what for what, _ in reads].count("images") == runs  # once per (arm, r, seed) run, after training
     assert all(inside for _, inside in reads), [r for r in reads if not r[1]]
     assert metrics["auto"]["by"] == "mean val accuracy"
 
@@ -222,7 +224,7 @@ def test_rerun_trains_nothing_and_writes_outputs(tmp_path, monkeypatch, run_cli)
     first = eval_run.evaluate(cfg)
     out = cfg.run_dir() / "eval"
     assert (out / "metrics.json").is_file() and (out / "accuracy_vs_mix.png").stat().st_size > 1000
-    assert len((out / "rows.jsonl").read_text().splitlines()) == 2
+    assert len((out / "rows.jsonl").read_text().splitlines()) == 4  # naive and strong, two seeds each
 
     def boom(*a, **k):
         raise AssertionError("trained again")

@@ -32,10 +32,15 @@ def test_pipeline_runs_then_skips_then_forces(tmp_path, monkeypatch):
     assert (cfg.gen_dir() / "fidelity.json").is_file()
     html = (run / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5 and "paired gain" in html and "genaug pipeline --config" in html
+    # the three rows and the oracle, and an answer that names the strong baseline and the oracle share
+    for row in ("naive real-only", "strong real-only (baseline)", "+ synthetic", "oracle (held-out real)"):
+        assert row in html, row
+    answer = html.split("Answer", 1)[1].split("<h2", 1)[0]
+    assert "strong real-only baseline" in answer and "share of that possible gain" in answer
     assert all((run / m).is_file() for m in re.findall(r"\]\((report_assets/[^)]+)\)", (run / "report.md").read_text()))
     # Grad-CAM: the first seed's weights are kept for r = 0 and r = 0.3 and the panel is drawn from them
-    assert (run / "eval" / "models" / "r0_seed0.safetensors").is_file()
-    assert (run / "eval" / "models" / "r0.3_seed0.safetensors").is_file()
+    assert (run / "eval" / "models" / "strong_r0_seed0.safetensors").is_file()
+    assert (run / "eval" / "models" / "synthetic_r0.3_seed0.safetensors").is_file()
     assert "Grad-CAM" in html and (run / "report_assets" / "gradcam.png").is_file()
 
     def boom(*a, **k):
@@ -71,7 +76,8 @@ def test_sigkill_mid_pipeline_then_rerun_completes(tmp_path, marker):
     stamps = json.loads((cfg.run_dir() / "pipeline.json").read_text())
     assert set(stamps) == set(pipeline.STAGES)
     rows = read_jsonl(cfg.run_dir() / "eval" / "rows.jsonl")
-    assert sorted((r["mix"], r["seed"]) for r in rows) == [(0.0, 0), (0.0, 1), (0.3, 0), (0.3, 1)]
+    assert sorted((r["arm"], r["mix"], r["seed"]) for r in rows) == [
+        (arm, r, s) for arm, r in (("naive", 0.0), ("oracle", 0.3), ("strong", 0.0), ("synthetic", 0.3)) for s in (0, 1)]
     steps = [r["step"] for r in read_jsonl(cfg.run_dir() / "gan" / "metrics.jsonl")]
     assert steps == sorted(set(steps)) and steps[-1] == cfg.gan.steps  # resumed: no duplicated or missing rows
     assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".*.tmp"))

@@ -54,6 +54,7 @@ class LabeledData:
     splits: dict[str, Split]
     skipped: list[str] = field(default_factory=list)  # bad files skipped (skip_bad_images)
     official_test: bool = False
+    held_out: Split | None = None  # training-pool images left out by real_per_class / imbalance
 
     @property
     def num_classes(self) -> int:
@@ -73,4 +74,5 @@ class LabeledData:
             "source": self.name,
             "classes": self.classes,
             "splits": {name: {"ids": s.ids, "labels": s.labels.tolist()} for name, s in self.splits.items()},
+            "held_out": {"ids": h.ids, "labels": h.labels.tolist()} if (h := self.held_out) is not None else None,
         }

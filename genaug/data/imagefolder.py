@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+from genaug.progress import progress
 
 from genaug.config import DataConfig
 from genaug.data.base import SPLITS, Split
@@ -87,7 +87,7 @@ def _probe(paths: list[Path]) -> tuple[int, int]:
 
 def _decode(items, root: Path, channels: int, size: int, skip_bad: bool, skipped: list[str]) -> Split:
     arrays, labels, ids = [], [], []
-    for path, label in tqdm(items, desc=f"reading {root.name}", unit="img", leave=False, disable=len(items) < 2000):
+    for path, label in progress(items, desc=f"reading {root.name}", unit="img", leave=False, disable=len(items) < 2000):
         try:
             with warnings.catch_warnings():  # open_image enforces its own pixel limit (MAX_PIXELS)
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -128,3 +128,20 @@ def load_imagefolder(cfg: DataConfig) -> RawSource:
     if empty:
         raise DataError(f"class folder(s) {empty} have no readable images in {roots['train']}")
     return RawSource(classes, pools, skipped)
+
+
+def read_labeled_folder(root: str | Path, classes: list[str], *, channels: int, size: int, what: str) -> Split:
+    """An ImageFolder of extra labeled images (a synthetic set from any generator, extra
+    real images for the oracle) for data with ``classes``: its class folders must be
+    exactly those names; images are decoded and resized like the data's own."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{what} folder not found: {root}")
+    names = [d.name for d in _class_dirs(root)]
+    extra, missing = sorted(set(names) - set(classes)), [c for c in classes if c not in names]
+    if extra or missing:
+        raise DataError(f"{what} folder {root} does not match the data's classes: "
+                        + "; ".join(p for p in (f"extra class folders {extra}" if extra else "",
+                                                f"missing class folders {missing}" if missing else "") if p))
+    _, items = scan(root, classes)
+    return _decode(items, root, channels, size, False, [])

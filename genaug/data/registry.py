@@ -75,7 +75,7 @@ def load_data(cfg: DataConfig) -> LabeledData:
     if len(raw.classes) < 2:
         raise DataError(f"data source '{cfg.source}' has {len(raw.classes)} class(es) {raw.classes}; need at least 2")
     pools = {k: Split(conform(s.images, channels=cfg.channels, size=cfg.image_size), s.labels, s.ids) for k, s in raw.pools.items()}
-    splits = make_splits(
+    splits, held_out = make_splits(
         pools,
         val_fraction=cfg.val_fraction,
         test_fraction=cfg.test_fraction,
@@ -87,4 +87,4 @@ def load_data(cfg: DataConfig) -> LabeledData:
     for name, split in splits.items():
         if len(split) == 0 and wanted[name] > 0:
             raise DataError(f"data source '{cfg.source}': the {name} split is empty; add images or change val/test_fraction")
-    return LabeledData(cfg.source, raw.classes, splits, raw.skipped, official_test="test" in raw.pools)
+    return LabeledData(cfg.source, raw.classes, splits, raw.skipped, official_test="test" in raw.pools, held_out=held_out)

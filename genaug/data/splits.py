@@ -60,8 +60,10 @@ def make_splits(
     seed: int,
     real_per_class: int | None = None,
     imbalance: float | None = None,
-) -> dict[str, Split]:
-    """Complete ``pools`` to train/val/test and apply ``real_per_class`` and ``imbalance``."""
+) -> tuple[dict[str, Split], Split]:
+    """Complete ``pools`` to train/val/test and apply ``real_per_class`` and ``imbalance``.
+    Also returns the held-out part of the training pool: the images those two left out
+    (never val or test), for the oracle row and the ``rest`` unlabeled pool."""
     train = pools["train"]
     out: dict[str, Split] = {}
     if "test" in pools:
@@ -74,10 +76,13 @@ def make_splits(
     else:
         rest, val = _carve(train, val_fraction, np.random.default_rng([seed, 3]))
         out["val"], train = train.subset(val), train.subset(rest)
+    pool = train
     if real_per_class is not None:
         train = subset_per_class(train, real_per_class, seed)
     if imbalance is not None and imbalance < 1:
         counts = {int(c): int(n) for c, n in zip(*np.unique(train.labels, return_counts=True))}
         train = subset_per_class(train, long_tail_counts(counts, imbalance), seed)
     out["train"] = train
-    return {name: out[name] for name in ("train", "val", "test")}
+    kept = set(train.ids)
+    held_out = pool.subset(np.array([i for i, name in enumerate(pool.ids) if name not in kept], dtype=np.int64))
+    return {name: out[name] for name in ("train", "val", "test")}, held_out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tqdm import tqdm
+from genaug.progress import progress
 
 from genaug.data.base import SPLITS, LabeledData
 from genaug.data.images import array_to_pil
@@ -44,7 +44,7 @@ def export_imagefolder(data: LabeledData, out: str | Path, split: str = "train")
     for name in names:
         s = data.splits[name]
         parts = (name,) if split == "all" else ()
-        for i in tqdm(range(len(s)), desc=f"export {name}", unit="img", leave=False):
+        for i in progress(range(len(s)), desc=f"export {name}", unit="img", leave=False):
             label = int(s.labels[i])
             target = safe_join(out, *parts, data.classes[label], f"{i:06d}.png")
             buf = _png_bytes(s.images[i])

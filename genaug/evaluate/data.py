@@ -1,14 +1,18 @@
-"""What the classifier sees: real train/val tensors, the kept synthetic images, and
-the test split, which only :func:`genaug.evaluate.train.test_metrics` reads."""
+"""What the classifier sees: real train/val tensors, the extra sets that fill the
+extra slots (synthetic images, the oracle's held-out real images), and the test split,
+which only :func:`genaug.evaluate.train.test_metrics` reads."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from genaug.config import Config
 from genaug.data import load_data
+from genaug.data.base import Split
 from genaug.errors import GenaugError
 from genaug.io import stable_hash
 
@@ -26,10 +30,21 @@ class EvalData:
     syn_x: torch.Tensor  # (M, C, H, W) uint8, kept synthetic images (M may be 0)
     syn_y: torch.Tensor
     synthetic: dict  # where the synthetic images came from
+    oracle_x: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.uint8))  # held-out real images
+    oracle_y: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    oracle: dict | None = None  # where the oracle's images came from; None = no oracle row
 
 
 def _tensors(split) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(split.images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(split.labels)
+
+
+def content_hash(images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> str:
+    """Hash of the decoded pixels and labels: a changed image changes it, a renamed file does not."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(np.asarray(images)).tobytes())
+    h.update(np.asarray(labels, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
 
 
 def load_eval_data(cfg: Config, *, need_synthetic: bool) -> EvalData:
@@ -38,10 +53,17 @@ def load_eval_data(cfg: Config, *, need_synthetic: bool) -> EvalData:
     vx, vy = _tensors(data.splits["val"])
     if len(vx) == 0:
         raise GenaugError("eval-classifier needs a validation split (data.val_fraction > 0)")
-    sx, sy, info = load_synthetic(cfg, data.classes, data.channels, data.image_size) if need_synthetic else (
-        torch.zeros(0, data.channels, data.image_size, data.image_size, dtype=torch.uint8),
-        torch.zeros(0, dtype=torch.long), {"n": 0})
-    return EvalData(data.classes, data.channels, data.image_size, tx, ty, vx, vy, data.splits["test"], sx, sy, info)
+    if not need_synthetic:
+        sx, sy, info = (torch.zeros(0, data.channels, data.image_size, data.image_size, dtype=torch.uint8),
+                        torch.zeros(0, dtype=torch.long), {"n": 0})
+    elif cfg.eval.synthetic_dir:
+        sx, sy, info = load_external(cfg.eval.synthetic_dir, data.classes, data.channels, data.image_size)
+    else:
+        sx, sy, info = load_synthetic(cfg, data.classes, data.channels, data.image_size)
+    ed = EvalData(data.classes, data.channels, data.image_size, tx, ty, vx, vy, data.splits["test"], sx, sy, info)
+    if need_synthetic and cfg.eval.oracle:
+        _attach_oracle(cfg, ed, data)
+    return ed
 
 
 def load_synthetic(cfg: Config, classes: list[str], channels: int, size: int):
@@ -51,8 +73,11 @@ def load_synthetic(cfg: Config, classes: list[str], channels: int, size: int):
     store = Store(cfg.gen_dir(), classes)
     rows = [r for r in store.read_rows() if r.get("kept")]
     if not rows:
-        raise GenaugError(f"no kept synthetic images in {cfg.gen_dir()}: run 'genaug sample' first "
-                          "(or use --mix 0 for the real-only baseline)")
+        tried = sum(1 for _ in store.read_rows())
+        why = (f"none of the {tried} generated images passed the filters (see fidelity.json: lower "
+               "sample.min_confidence, train the generator longer, or sample with --no-filter)" if tried else
+               "run 'genaug sample' first")
+        raise GenaugError(f"no kept synthetic images in {cfg.gen_dir()}: {why}; or use --mix 0 for the real-only rows")
     if rows[0].get("class_name") is not None and any(r["class_name"] != classes[r["label"]] for r in rows):
         raise GenaugError(f"{cfg.gen_dir()} was sampled for other classes than the configured data's")
     images = []
@@ -64,6 +89,57 @@ def load_synthetic(cfg: Config, classes: list[str], channels: int, size: int):
             raise GenaugError(f"synthetic image {r['id']} is {tuple(img.shape)}, the data is {(channels, size, size)}")
         images.append(img)
     per_class = torch.bincount(torch.tensor([r["label"] for r in rows]), minlength=len(classes)).tolist()
-    info = {"dir": str(cfg.gen_dir()), "n": len(rows), "per_class": per_class,
+    info = {"dir": str(cfg.gen_dir()), "n": len(rows), "per_class": per_class, "external": False,
             "ids_hash": stable_hash([r["id"] for r in rows])}
     return torch.stack(images), torch.tensor([r["label"] for r in rows]), info
+
+
+def load_external(root: str, classes: list[str], channels: int, size: int):
+    """Any labeled ImageFolder as the synthetic set (``--synthetic DIR``): no manifest;
+    keyed by its content hash, so changed images never reuse old rows."""
+    from genaug.data.imagefolder import read_labeled_folder
+
+    split = read_labeled_folder(root, classes, channels=channels, size=size, what="--synthetic")
+    x, y = _tensors(split)
+    info = {"dir": str(root), "n": len(y), "per_class": torch.bincount(y, minlength=len(classes)).tolist(),
+            "external": True, "ids_hash": content_hash(split.images, split.labels)}
+    return x, y, info
+
+
+def _attach_oracle(cfg: Config, ed: EvalData, data) -> None:
+    """The oracle's images: per class as many held-out real images as the synthetic set
+    has (fewer where fewer are held out), seeded; from ``eval.oracle_dir`` or the
+    training-pool images ``real_per_class`` / ``imbalance`` left out. Never val or test."""
+    if cfg.eval.oracle_dir:
+        from genaug.data.imagefolder import read_labeled_folder
+
+        pool = read_labeled_folder(cfg.eval.oracle_dir, ed.classes, channels=ed.channels, size=ed.size,
+                                   what="eval.oracle_dir")
+        _refuse_overlap(pool, data, cfg.eval.oracle_dir)
+        source = str(cfg.eval.oracle_dir)
+    elif data.held_out is not None and len(data.held_out):
+        pool, source = data.held_out, "held-out training pool"
+    else:
+        return
+    rng = np.random.default_rng([cfg.data.split_seed, 4])
+    pick = []
+    for c, n in enumerate(ed.synthetic["per_class"]):
+        idx = np.flatnonzero(pool.labels == c)
+        pick.append(np.sort(idx[rng.permutation(len(idx))[:n]]))
+    chosen = pool.subset(np.concatenate(pick))
+    if not len(chosen):
+        return
+    ed.oracle_x, ed.oracle_y = _tensors(chosen)
+    ed.oracle = {"source": source, "n": len(chosen), "per_class": chosen.counts(len(ed.classes)), "ids": chosen.ids,
+                 "ids_hash": content_hash(chosen.images, chosen.labels)}
+
+
+def _refuse_overlap(pool: Split, data, where: str) -> None:
+    """An oracle folder must not hold val or test images (byte-identical after decoding)."""
+    held = {hashlib.sha256(img.tobytes()).digest(): (name, data.splits[name].ids[i])
+            for name in ("val", "test") for i, img in enumerate(data.splits[name].images)}
+    for i, img in enumerate(pool.images):
+        hit = held.get(hashlib.sha256(img.tobytes()).digest())
+        if hit:
+            raise GenaugError(f"eval.oracle_dir {where}: {pool.ids[i]} is the {hit[0]} image {hit[1]}; "
+                              "the oracle may use training-pool images only")

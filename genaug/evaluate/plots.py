@@ -27,6 +27,14 @@ def png_bytes(fig, dpi: int = 100) -> bytes:
     return buf.getvalue()
 
 
+def _errorbar(ax, settings: list[dict], label: str, **kw) -> None:
+    """Mean test accuracy against r with 95% interval bars."""
+    acc = [s["test_acc"]["mean"] for s in settings]
+    err = [[a - (s["test_acc"]["lo"] if s["test_acc"]["lo"] is not None else a) for a, s in zip(acc, settings)],
+           [(s["test_acc"]["hi"] if s["test_acc"]["hi"] is not None else a) - a for a, s in zip(acc, settings)]]
+    ax.errorbar([s["mix"] for s in settings], acc, yerr=err, marker="o", capsize=4, label=label, **kw)
+
+
 def write_plots(metrics: dict, out: Path) -> list[str]:
     import matplotlib
 
@@ -38,12 +46,15 @@ def write_plots(metrics: dict, out: Path) -> list[str]:
     written = []
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    mix = [s["mix"] for s in settings]
-    acc = [s["test_acc"]["mean"] for s in settings]
-    err = [[a - (s["test_acc"]["lo"] if s["test_acc"]["lo"] is not None else a) for a, s in zip(acc, settings)],
-           [(s["test_acc"]["hi"] if s["test_acc"]["hi"] is not None else a) - a for a, s in zip(acc, settings)]]
-    ax.errorbar(mix, acc, yerr=err, marker="o", capsize=4)
-    ax.set_xlabel("synthetic share r (0 = real only, 1 = CAS)")
+    _errorbar(ax, settings, "strong real-only (r=0) + synthetic")
+    oracle = (metrics.get("oracle") or {}).get("settings")
+    if oracle:
+        _errorbar(ax, settings[:1] + oracle, "strong real-only + held-out real (oracle)", linestyle="--")
+    naive = (metrics.get("baselines") or {}).get("naive")
+    if naive:
+        ax.axhline(naive["test_acc"]["mean"], color="grey", lw=0.8, linestyle=":", label="naive real-only")
+    ax.legend(fontsize=7)
+    ax.set_xlabel("share r of extra images (0 = strong real-only, 1 = CAS)")
     ax.set_ylabel("test accuracy (mean, 95% CI)")
     ax.set_title(f"{metrics['model']}, {len(metrics['seeds'])} seeds")
     ax.grid(alpha=0.3)

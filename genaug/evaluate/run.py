@@ -15,11 +15,12 @@ from accelerate import PartialState
 
 from genaug.config import Config
 from genaug.errors import ConfigError
+from genaug.evaluate.arms import Arm, build_arms
 from genaug.evaluate.data import EvalData, load_eval_data
 from genaug.evaluate.stats import fmt, paired_gain, t_interval
 from genaug.evaluate.train import train_once
 from genaug.io import append_jsonl, atomic_write_json, read_jsonl, stable_hash, sweep_temp
-from genaug.runs import config_hash
+from genaug.runs import config_hash, record_in_splits
 
 
 def parse_mix(text: str, candidates: tuple[float, ...]) -> tuple[list[float], bool]:
@@ -36,54 +37,69 @@ def parse_mix(text: str, candidates: tuple[float, ...]) -> tuple[list[float], bo
     return sorted({0.0, *values}), False
 
 
-def _key(cfg: Config, ed: EvalData) -> str:
-    dump = cfg.eval.model_dump(mode="json")
-    for k in ("mix", "seeds", "auto_candidates"):
-        dump.pop(k)
-    return stable_hash({"eval": dump, "data": config_hash(cfg, "data"), "synthetic": ed.synthetic.get("ids_hash"),
-                        "batching": 2})  # 2: class-balanced synthetic slots
+# Settings that only pick an arm's draws / augmentation / extra set (hashed per arm
+# instead), or that say which rows to run rather than how one row trains.
+_NOT_IN_KEY = ("mix", "seeds", "auto_candidates", "real_sampling", "augment", "naive_augment", "synthetic_dir",
+               "oracle", "oracle_dir")
+
+
+def arm_key(cfg: Config, arm: Arm) -> str:
+    """What one arm's rows depend on: a real-only arm's rows do not change with the
+    synthetic set, so they are reused across synthetic sets."""
+    dump = {k: v for k, v in cfg.eval.model_dump(mode="json").items() if k not in _NOT_IN_KEY}
+    extra = (arm.extra_info or {}).get("ids_hash") if arm.extra is not None else None
+    return stable_hash({"eval": dump, "data": config_hash(cfg, "data"), "sampling": arm.sampling,
+                        "augment": arm.augment, "extra": extra, "batching": 3})  # 3: arms
 
 
 def evaluate(cfg: Config) -> dict:
-    """Run (or reuse) every (r, seed), then summarise into eval/metrics.json + plots.
-    Under ``accelerate launch`` the processes split the pending runs (each run is
-    deterministic, so the rows are those of one process) and rank 0 summarises."""
+    """Run (or reuse) every (arm, r, seed), then summarise into eval/metrics.json +
+    plots. Under ``accelerate launch`` the processes split the pending runs (each run
+    is deterministic, so the rows are those of one process) and rank 0 summarises."""
     state = PartialState()
     mixes, auto = parse_mix(cfg.eval.mix, cfg.eval.auto_candidates)
     ed = load_eval_data(cfg, need_synthetic=any(r > 0 for r in mixes))
+    arms = build_arms(cfg, ed)
     out = cfg.run_dir() / "eval"
-    key, seeds = _key(cfg, ed), [cfg.seed + i for i in range(cfg.eval.seeds)]
+    keys, seeds = {a.name: arm_key(cfg, a) for a in arms}, [cfg.seed + i for i in range(cfg.eval.seeds)]
     if state.is_main_process:
         sweep_temp(out)
+        if ed.oracle:
+            record_in_splits(cfg, "oracle", ed.oracle["ids"], ed.oracle_y.tolist())
     state.wait_for_everyone()
-    done = {(r["mix"], r["seed"]): r for r in read_jsonl(out / "rows.jsonl") if r.get("key") == key}
-    pending = [(r, s) for r in mixes for s in seeds if (r, s) not in done]
-    for r, s in pending[state.process_index :: state.num_processes]:
-        save = model_path(out, r, s) if s == seeds[0] else None  # first seed: weights for Grad-CAM
-        append_jsonl(out / "rows.jsonl", {"key": key, **train_once(cfg, ed, r, s, save_to=save, save_meta={"key": key})})
+    done = {(r["key"], r["mix"], r["seed"]) for r in read_jsonl(out / "rows.jsonl")}
+    plan = [(a, r, s) for a in arms for r in (mixes[1:] if a.shares else [0.0]) for s in seeds]
+    pending = [(a, r, s) for a, r, s in plan if (keys[a.name], r, s) not in done]
+    for a, r, s in pending[state.process_index :: state.num_processes]:
+        save = model_path(out, a.name, r, s) if s == seeds[0] and a.name in ("strong", "synthetic") else None
+        row = train_once(cfg, ed, r, s, save_to=save, save_meta={"key": keys[a.name]}, arm=a)
+        append_jsonl(out / "rows.jsonl", {"key": keys[a.name], "arm": a.name, **row})
     state.wait_for_everyone()
-    metrics = _summarise_rows(cfg, ed, out, key, mixes, seeds, auto) if state.is_main_process else None
+    metrics = _summarise_rows(cfg, ed, out, arms, keys, mixes, seeds, auto) if state.is_main_process else None
     state.wait_for_everyone()
     return metrics if metrics is not None else json.loads((out / "metrics.json").read_text())
 
 
-def _summarise_rows(cfg: Config, ed: EvalData, out: Path, key: str, mixes: list[float], seeds: list[int],
-                    auto: bool) -> dict:
+def _summarise_rows(cfg: Config, ed: EvalData, out: Path, arms: list[Arm], keys: dict[str, str], mixes: list[float],
+                    seeds: list[int], auto: bool) -> dict:
     from genaug.evaluate.plots import write_plots
 
-    done = {(r["mix"], r["seed"]): r for r in read_jsonl(out / "rows.jsonl") if r.get("key") == key}
-    rows = {r: {s: done[(r, s)] for s in seeds} for r in mixes}
-    metrics = summarise(cfg, ed, rows, auto=auto, key=key)
+    done = {(r["key"], r["mix"], r["seed"]): r for r in read_jsonl(out / "rows.jsonl")}
+    rows = {(a.name, r): {s: done[(keys[a.name], r, s)] for s in seeds}
+            for a in arms for r in (mixes[1:] if a.shares else [0.0])}
+    metrics = summarise(cfg, ed, rows, arms, keys, auto=auto)
     atomic_write_json(out / "metrics.json", metrics)
     metrics["plots"] = write_plots(metrics, out)
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
 
 
-def _setting(r: float, by_seed: dict[int, dict], base: dict[int, dict]) -> dict:
+def _setting(arm: str, r: float, by_seed: dict[int, dict], base: dict[int, dict] | None) -> dict:
+    """Mean and interval of every metric over seeds; with ``base``, the paired gains over it."""
     k = len(next(iter(by_seed.values()))["per_class_acc"])
     seeds = sorted(by_seed)
     out = {
+        "arm": arm,
         "mix": r,
         "test_acc": t_interval([by_seed[s]["test_acc"] for s in seeds]),
         "test_f1": t_interval([by_seed[s]["test_f1"] for s in seeds]),
@@ -93,12 +109,20 @@ def _setting(r: float, by_seed: dict[int, dict], base: dict[int, dict]) -> dict:
         "seconds_per_run": sum(by_seed[s]["seconds"] for s in seeds) / len(seeds),
         "synthetic_share_seen": sum(by_seed[s].get("synthetic_share_seen", 0.0) for s in seeds) / len(seeds),
     }
-    if r > 0:
+    if base is not None:
         out["gain_acc"] = paired_gain({s: base[s]["test_acc"] for s in seeds}, {s: by_seed[s]["test_acc"] for s in seeds})
         out["gain_f1"] = paired_gain({s: base[s]["test_f1"] for s in seeds}, {s: by_seed[s]["test_f1"] for s in seeds})
         out["per_class_gain"] = [out["per_class_acc"][c] - sum(base[s]["per_class_acc"][c] for s in seeds) / len(seeds)
                                  for c in range(k)]
     return out
+
+
+def captured_share(synthetic: dict, oracle: dict) -> dict:
+    """Share of the oracle's paired gain that the synthetic set captures; ``None``
+    (n/a) unless the oracle's gain interval lies above zero."""
+    if oracle["lo"] is None or oracle["lo"] <= 0:
+        return {"share": None, "why": "n/a: the oracle's gain interval includes 0 (no gain to capture)"}
+    return {"share": synthetic["mean"] / oracle["mean"], "why": None}
 
 
 def auto_choice(settings: list[dict]) -> dict:
@@ -107,18 +131,38 @@ def auto_choice(settings: list[dict]) -> dict:
     return max(settings, key=lambda s: (s["val_acc"]["mean"], -s["mix"]))
 
 
-def summarise(cfg: Config, ed: EvalData, rows: dict[float, dict[int, dict]], *, auto: bool, key: str) -> dict:
-    settings = [_setting(r, rows[r], rows[0.0]) for r in sorted(rows)]
+def summarise(cfg: Config, ed: EvalData, rows: dict[tuple[str, float], dict[int, dict]], arms: list[Arm],
+              keys: dict[str, str], *, auto: bool) -> dict:
+    """metrics.json: ``settings`` = the strong baseline then + synthetic at each r (gains
+    over the strong baseline); ``baselines`` = naive and strong and what rebalancing +
+    augmentation alone give; ``oracle`` = held-out real images in the same slots."""
+    strong = rows[("strong", 0.0)]
+    by_name = {a.name: a for a in arms}
+    share_arm = lambda name: [_setting(name, r, rows[(name, r)], strong) for (n, r) in sorted(rows) if n == name]
+    settings = [_setting("strong", 0.0, strong, None)] + share_arm("synthetic")
+    naive = _setting("naive", 0.0, rows[("naive", 0.0)], None)
     metrics = {
-        "schema": 1, "run": cfg.run, "key": key, "classes": ed.classes,
+        "schema": 2, "run": cfg.run, "key": stable_hash(keys), "keys": keys, "classes": ed.classes,
         "model": cfg.eval.model, "strategy": cfg.eval.strategy, "pretrained": cfg.eval.pretrained or bool(cfg.eval.pretrained_file),
-        "steps": cfg.eval.steps, "batch_size": cfg.eval.batch_size, "seeds": sorted(rows[0.0]),
-        "real": {"train": len(ed.train_x), "val": len(ed.val_x), "test": next(iter(rows[0.0].values()))["n_test"],
+        "steps": cfg.eval.steps, "batch_size": cfg.eval.batch_size, "seeds": sorted(strong),
+        "real": {"train": len(ed.train_x), "val": len(ed.val_x), "test": next(iter(strong.values()))["n_test"],
                  "train_per_class": torch.bincount(ed.train_y, minlength=len(ed.classes)).tolist()},
-        "real_sampling": cfg.eval.real_sampling,
+        "real_sampling": cfg.eval.real_sampling, "augment": cfg.eval.augment,
+        "arms": {a.name: {"title": a.title, "explains": a.explains, "sampling": a.sampling, "augment": a.augment}
+                 for a in arms},
         "synthetic": ed.synthetic, "baseline_mix": 0.0, "settings": settings,
-        "per_seed": [row for r in sorted(rows) for row in rows[r].values()],
+        "baselines": {"naive": naive, "strong": settings[0], "strong_over_naive": {
+            "acc": paired_gain({s: v["test_acc"] for s, v in rows[("naive", 0.0)].items()}, {s: v["test_acc"] for s, v in strong.items()}),
+            "f1": paired_gain({s: v["test_f1"] for s, v in rows[("naive", 0.0)].items()}, {s: v["test_f1"] for s, v in strong.items()})}},
+        "per_seed": [dict(row, arm=name) for (name, r) in sorted(rows) for row in rows[(name, r)].values()],
     }
+    if "oracle" in by_name:
+        oracle = share_arm("oracle")
+        info = {k: v for k, v in ed.oracle.items() if k != "ids"}
+        syn = {s["mix"]: s for s in settings[1:]}
+        metrics["oracle"] = {**info, "settings": oracle,
+                             "captured": {str(o["mix"]): captured_share(syn[o["mix"]]["gain_acc"], o["gain_acc"])
+                                          for o in oracle if o["mix"] in syn}}
     if auto:
         best = auto_choice(settings)
         metrics["auto"] = {"chosen_mix": best["mix"], "by": "mean val accuracy",
@@ -127,34 +171,54 @@ def summarise(cfg: Config, ed: EvalData, rows: dict[float, dict[int, dict]], *, 
 
 
 def rebalancing_caution(metrics: dict) -> str | None:
-    """A warning when a gain may be class rebalancing rather than the generator's doing."""
+    """A warning when the gains are measured over a baseline that draws an imbalanced
+    split uniformly: part of a gain can then be rebalancing, not the generator."""
     counts = [c for c in metrics["real"].get("train_per_class", []) if c]
     if not counts or max(counts) <= 1.5 * min(counts) or metrics.get("real_sampling", "uniform") != "uniform":
         return None
-    return (f"Caution: the training split is imbalanced ({max(counts)} to {min(counts)} images per class) and synthetic "
-            "slots are spread evenly over the classes, so part or all of a gain can come from rebalancing rather than "
-            "from the generator. The resampling baseline separates the two: 'genaug eval-classifier --set "
-            "eval.real_sampling=balanced' draws real images class-first (earlier rows are kept and reused).")
+    return (f"Caution: the training split is imbalanced ({max(counts)} to {min(counts)} images per class), the baseline "
+            "draws it uniformly and synthetic slots are spread evenly over the classes, so part or all of a gain can "
+            "come from rebalancing rather than from the generator. The strong baseline (eval.real_sampling=balanced, "
+            "the default) separates the two.")
+
+
+def _row(title: str, s: dict, gain: str, mark: str = "") -> str:
+    return (f"{title:<24} {s['mix']:>5g}  {s['synthetic_share_seen']:>9.3f}  {fmt(s['test_acc']):<26} "
+            f"{fmt(s['test_f1']):<26} {gain:<28}{mark}")
 
 
 def results_table(metrics: dict) -> str:
+    """The terminal table: naive, strong, + synthetic at each r, oracle; gains over the strong baseline."""
+    syn = metrics["synthetic"]
+    source = f"external {syn['dir']}" if syn.get("external") else "kept"
     lines = [f"{metrics['model']} ({metrics['strategy']}), {metrics['steps']} steps x {metrics['batch_size']}, "
-             f"seeds {metrics['seeds']}; real train {metrics['real']['train']}, synthetic kept {metrics['synthetic']['n']}; "
-             f"test n={metrics['real']['test']}; mean [95% t-interval]",
-             f"{'mix':>5}  {'seen syn.':>9}  {'test accuracy':<26} {'macro-F1':<26} {'paired gain (accuracy)':<28}"]
+             f"seeds {metrics['seeds']}; real train {metrics['real']['train']}, synthetic {source} {syn['n']}; "
+             f"test n={metrics['real']['test']}; mean [95% t-interval]; gains are paired, over the strong baseline",
+             f"{'row':<24} {'mix':>5}  {'seen extra':>9}  {'test accuracy':<26} {'macro-F1':<26} {'paired gain (accuracy)':<28}"]
+    base = metrics.get("baselines")
+    if base:
+        lines.append(_row("naive real-only", base["naive"], "(not the baseline)"))
     chosen = (metrics.get("auto") or {}).get("chosen_mix")
     for s in metrics["settings"]:
+        title = "strong real-only" if s["mix"] == 0 else "+ synthetic"
         gain = fmt(s["gain_acc"], signed=True) if "gain_acc" in s else "(baseline)"
-        mark = "  <- auto" if chosen == s["mix"] else ""
-        lines.append(f"{s['mix']:>5g}  {s['synthetic_share_seen']:>9.3f}  {fmt(s['test_acc']):<26} {fmt(s['test_f1']):<26} {gain:<28}{mark}")
+        lines.append(_row(title, s, gain, "  <- auto" if chosen == s["mix"] else ""))
+    oracle = metrics.get("oracle")
+    for s in (oracle or {}).get("settings", []):
+        lines.append(_row("oracle (held-out real)", s, fmt(s["gain_acc"], signed=True)))
+    if base:
+        lines.append(f"rebalancing + augmentation alone (strong - naive): {fmt(base['strong_over_naive']['acc'], signed=True)}")
+    for r, c in ((oracle or {}).get("captured") or {}).items():
+        lines.append(f"share of the oracle's gain captured at r={float(r):g}: "
+                     + (f"{c['share']:.2f}" if c["share"] is not None else c["why"]))
     caution = rebalancing_caution(metrics)
     if caution:
         lines.append(caution)
     return "\n".join(lines)
 
 
-def model_path(out: Path, r: float, seed: int) -> Path:
-    return out / "models" / f"r{r:g}_seed{seed}.safetensors"
+def model_path(out: Path, arm: str, r: float, seed: int) -> Path:
+    return out / "models" / f"{arm}_r{r:g}_seed{seed}.safetensors"
 
 
 def eval_dir(cfg: Config) -> Path:

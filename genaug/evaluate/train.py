@@ -25,14 +25,16 @@ from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
-from tqdm import tqdm
+
 
 from genaug.config import Config, EvalConfig
+from genaug.evaluate.arms import Arm
 from genaug.evaluate.classifier import InputSpec, apply_strategy, create_classifier
 from genaug.evaluate.data import EvalData
 from genaug.faults import fault_point
 from genaug.io import atomic_save_tensors
 from genaug.judge import random_shift
+from genaug.progress import progress
 
 
 def synthetic_count(step: int, r: float, batch: int) -> int:
@@ -160,14 +162,16 @@ def _by_class(labels: torch.Tensor, k: int) -> list[torch.Tensor]:
 
 
 def _batch(ed: EvalData, step: int, r: float, b: int, gens: list[torch.Generator],
-           pools: tuple[list[torch.Tensor], list[torch.Tensor]], balanced: bool = False
-           ) -> tuple[torch.Tensor, torch.Tensor, int]:
+           pools: tuple[list[torch.Tensor], list[torch.Tensor]], balanced: bool = False,
+           extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Batch at ``step``: ``b - n`` real examples (uniform over images, or with
-    ``balanced`` over classes first), then ``n`` synthetic slots, each for a uniformly
-    drawn class (so synthetic data never unbalances the classes). A class without kept
-    synthetic images (not augmented) fills its slot with one of its real images.
-    Returns (images, labels, synthetic images used)."""
-    n_syn = synthetic_count(step, r, b) if len(ed.syn_x) else 0
+    ``balanced`` over classes first), then ``n`` extra slots, each for a uniformly
+    drawn class (so extra data never unbalances the classes), filled from ``extra``
+    (default: the kept synthetic images; ``pools[0]`` indexes it by class). A class
+    without extra images (not augmented) fills its slot with one of its real images.
+    Returns (images, labels, extra images used)."""
+    extra = ed.syn_x if extra is None else extra
+    n_syn = synthetic_count(step, r, b) if len(extra) else 0
     syn_pool, real_pool = pools
     if balanced:  # a uniformly drawn class (of those with training images), then one of its images
         present = [pool for pool in real_pool if len(pool)]
@@ -181,11 +185,11 @@ def _batch(ed: EvalData, step: int, r: float, b: int, gens: list[torch.Generator
     pick = torch.rand(b, generator=gens[1])[:n_syn]
     xs, ys, used = [ed.train_x[real]], [ed.train_y[real]], 0
     for c, u in zip(cls.tolist(), pick.tolist()):
-        pool, source = (syn_pool[c], ed.syn_x) if len(syn_pool[c]) else (real_pool[c], ed.train_x)
+        pool, source = (syn_pool[c], extra) if len(syn_pool[c]) else (real_pool[c], ed.train_x)
         i = pool[min(int(u * len(pool)), len(pool) - 1)]
         xs.append(source[i : i + 1])
         ys.append(torch.tensor([c]))
-        used += source is ed.syn_x
+        used += source is extra
     return torch.cat(xs), torch.cat(ys), used
 
 
@@ -238,22 +242,25 @@ def _train_step(t: _Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | None = None,
-               save_meta: dict[str, str] | None = None) -> dict:
-    """Train at share ``r`` with ``seed``; returns the per-seed row (val and test metrics).
-    With ``save_to``, the selected (best-val) weights are written there as safetensors
-    (the report's Grad-CAM panels load them)."""
+               save_meta: dict[str, str] | None = None, arm: Arm | None = None) -> dict:
+    """Train ``arm`` (default: the strong baseline + synthetic) at share ``r`` with
+    ``seed``; returns the per-seed row (val and test metrics). With ``save_to``, the
+    selected (best-val) weights are written there as safetensors (the report's Grad-CAM
+    panels load them)."""
     ec, t0 = cfg.eval, time.perf_counter()
+    arm = arm or Arm("synthetic", "", "", ec.real_sampling, ec.augment, (ed.syn_x, ed.syn_y))
+    extra_x, extra_y = arm.extra or (ed.syn_x[:0], ed.syn_y[:0])
     torch.manual_seed(seed)
     gens = [torch.Generator().manual_seed(seed * 7919 + k) for k in range(3)]  # real, synthetic, augmentation
     t = _trainer(ec, ed)
     best = {"val_acc": -1.0, "step": 0, "state": None}
     stale, seen, synthetic_seen = 0, 0, 0
-    pools = (_by_class(ed.syn_y, len(ed.classes)), _by_class(ed.train_y, len(ed.classes)))
-    bar = tqdm(range(ec.steps), desc=f"r={r:g} seed={seed}", unit="step", leave=False)
+    pools = (_by_class(extra_y, len(ed.classes)), _by_class(ed.train_y, len(ed.classes)))
+    bar = progress(range(ec.steps), desc=f"{arm.name} r={r:g} seed={seed}", unit="step", leave=False)
     for step in bar:
-        x, y, used = _batch(ed, step, r, ec.batch_size, gens, pools, balanced=ec.real_sampling == "balanced")
+        x, y, used = _batch(ed, step, r, ec.batch_size, gens, pools, balanced=arm.sampling == "balanced", extra=extra_x)
         seen, synthetic_seen = seen + len(y), synthetic_seen + used
-        loss = _train_step(t, augment(x, ec.augment, gens[2]), y)
+        loss = _train_step(t, augment(x, arm.augment, gens[2]), y)
         t.sched.step(step + 1)
         fault_point("step")
         if (step + 1) % ec.eval_every == 0 or step + 1 == ec.steps:

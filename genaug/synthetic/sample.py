@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
-from tqdm import tqdm
+from genaug.progress import progress
 
 from genaug.config import Config
 from genaug.data import load_data
@@ -41,7 +41,7 @@ class Context:
     judge: tuple
     ref: RealReference
 
-    def radii(self) -> list[float]:
+    def radii(self) -> list[float | None]:
         return [self.ref.radius(c, self.cfg.sample.realism_quantile) for c in range(self.data.num_classes)]
 
 
@@ -152,7 +152,7 @@ def _top_up(ctx: Context, gen: OpenedGenerator, rows: list[dict], labels: list[i
     """Draw new candidates for each of ``labels`` until ``per_class`` pass the filters
     (or the cap); ``rows`` gains the new rows."""
     added = 0
-    with tqdm(total=ctx.cfg.sample.per_class * len(labels), desc="sample", unit="img", disable=not show) as bar:
+    with progress(total=ctx.cfg.sample.per_class * len(labels), desc="sample", unit="img", disable=not show) as bar:
         for label in labels:
             mine = [r for r in rows if r["label"] == label]
             added += _top_up_class(ctx, gen, label, mine, bar)
@@ -161,7 +161,7 @@ def _top_up(ctx: Context, gen: OpenedGenerator, rows: list[dict], labels: list[i
     return added
 
 
-def _top_up_class(ctx: Context, gen: OpenedGenerator, label: int, mine: list[dict], bar: tqdm) -> int:
+def _top_up_class(ctx: Context, gen: OpenedGenerator, label: int, mine: list[dict], bar) -> int:
     """One class's top-up; appends the new rows to ``mine``, returns how many were drawn."""
     sc, added = ctx.cfg.sample, 0
     radius = ctx.ref.radius(label, sc.realism_quantile)  # this class only, not all of ctx.radii()
@@ -226,7 +226,7 @@ def _class_fidelity(ctx: Context, rows: list[dict]) -> dict:
     from genaug.fidelity import fidelity
 
     train, out = ctx.data.splits["train"], {}
-    for label, name in enumerate(tqdm(ctx.data.classes, desc="per-class FID", unit="class", leave=False)):
+    for label, name in enumerate(progress(ctx.data.classes, desc="per-class FID", unit="class", leave=False)):
         real = torch.from_numpy(train.images[train.labels == label]).permute(0, 3, 1, 2)
         mine = [r for r in rows if r["label"] == label]
         entry = {"label": label, "n_real": len(real), "candidates": len(mine)}
@@ -265,5 +265,24 @@ def _fidelity_summary(ctx: Context, per_class: dict, decision: str, rows: list[d
         "mean_class_fid_after": _mean([e["after"]["fid"] for e in both]),
         "mean_over_classes": len(both),
         "generated": len(rows), "kept": sum(r["kept"] for r in rows), "reject_reasons": reasons,
+        "realism_off": [ctx.data.classes[c] for c in ctx.ref.realism_off()],  # one training image: no radius
         "classes": per_class,
     }
+
+
+def summarise_fidelity(result: dict) -> str:
+    """The per-class table printed after sampling / filtering."""
+    lines = [f"{'class':<14} {'tried':>6} {'kept':>5}  FID before -> after ({result['extractor']}, vs train)"]
+    for name, e in result["classes"].items():
+        b, a = (e.get("before") or {}).get("fid"), (e.get("after") or {}).get("fid")
+        note = f"  not augmented: {e['not_augmented_because']}" if e.get("not_augmented_because") else ""
+        lines.append(f"{name[:14]:<14} {e['candidates']:>6} {e['kept']:>5}  "
+                     f"{'-' if b is None else f'{b:.3f}'} -> {'-' if a is None else f'{a:.3f}'}{note}")
+    mb, ma = result["mean_class_fid_before"], result["mean_class_fid_after"]
+    if mb is not None and ma is not None:
+        lines.append(f"mean per-class FID over {result['mean_over_classes']} classes {mb:.3f} -> {ma:.3f}; kept {result['kept']} of {result['generated']} "
+                     f"generated; rejected: " + (", ".join(f"{k} {v}" for k, v in result["reject_reasons"].items()) or "none"))
+    if result.get("realism_off"):
+        lines.append(f"realism filter off for {', '.join(result['realism_off'])}: one training image, so no real "
+                     "class region to compare with (judge confidence and near-copy filters still apply)")
+    return "\n".join(lines)

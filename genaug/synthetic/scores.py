@@ -27,12 +27,17 @@ class RealReference:
     """What the scores compare against: the real training split, per class."""
 
     class_feats: list[torch.Tensor]  # per class (n_c, D) judge features
-    class_radii: list[np.ndarray]  # per class sorted k-NN distances of reals to other reals
+    class_radii: list[np.ndarray | None]  # per class sorted k-NN distances of reals to other reals; None: < 2 images
     pixels: torch.Tensor  # (N, H*W*C) float in [0, 1], all training images
     k: int
 
-    def radius(self, label: int, quantile: float) -> float:
-        return float(np.quantile(self.class_radii[label], quantile))
+    def radius(self, label: int, quantile: float) -> float | None:
+        """The class's realism radius; None (realism off) for a class with one training image."""
+        radii = self.class_radii[label]
+        return None if radii is None else float(np.quantile(radii, quantile))
+
+    def realism_off(self) -> list[int]:
+        return [c for c, radii in enumerate(self.class_radii) if radii is None]
 
 
 @torch.no_grad()
@@ -53,10 +58,11 @@ def build_reference(judge: tuple[torch.nn.Module, dict], train: Split, num_class
     for c in range(num_classes):
         fc = feats[labels == c]
         kk = min(k, len(fc) - 1)
-        if kk < 1:
-            raise ValueError(f"class {c} has {len(fc)} training image(s); realism needs at least 2")
-        d = torch.cdist(fc, fc)  # (n_c, n_c); column 0 after sorting is the image itself
-        radii.append(np.sort(d.sort(dim=1).values[:, kk].numpy()))
+        if kk < 1:  # one training image: no real-to-real distance, so no radius (realism off for the class)
+            radii.append(None)
+        else:
+            d = torch.cdist(fc, fc)  # (n_c, n_c); column 0 after sorting is the image itself
+            radii.append(np.sort(d.sort(dim=1).values[:, kk].numpy()))
         class_feats.append(fc)
     pixels = images.flatten(1).float().div(255.0)
     return RealReference(class_feats=class_feats, class_radii=radii, pixels=pixels, k=k)

@@ -154,14 +154,19 @@ def image_reason(row: dict, sc: SampleConfig) -> str | None:
         return "judge_disagrees"
     if row["confidence"] < sc.min_confidence:
         return "low_confidence"
-    if row["realism"] < 1.0:
+    if row["realism"] is not None and row["realism"] < 1.0:  # None: realism off for the class
         return "unrealistic"
     if row["nn_distance"] < sc.near_copy_distance:
         return "near_copy"
     return None
 
 
-def decide(rows: list[dict], radii: list[float], sc: SampleConfig, *, filtering: bool) -> list[int]:
+def realism(radius: float | None, feature_distance: float) -> float | None:
+    """radius / distance (>= 1: inside the real class's region); None when the class has no radius."""
+    return None if radius is None else round(radius / max(feature_distance, 1e-12), 6)
+
+
+def decide(rows: list[dict], radii: list[float | None], sc: SampleConfig, *, filtering: bool) -> list[int]:
     """Set ``realism``, ``kept`` and ``reason`` on every row (sorted by label, index).
     Per class the first ``per_class`` passing images are kept; a class with fewer is
     kept not at all (``class_short``). Returns the labels of short classes."""
@@ -171,7 +176,7 @@ def decide(rows: list[dict], radii: list[float], sc: SampleConfig, *, filtering:
     for label in range(len(radii)):
         passing = []
         for row in by_class.get(label, []):
-            row["realism"] = round(radii[label] / max(row["feature_distance"], 1e-12), 6)
+            row["realism"] = realism(radii[label], row["feature_distance"])
             reason = image_reason(row, sc) if filtering else None
             if reason is None and len(passing) >= sc.per_class:
                 reason = "surplus"
@@ -185,10 +190,10 @@ def decide(rows: list[dict], radii: list[float], sc: SampleConfig, *, filtering:
     return short
 
 
-def passing_count(rows: list[dict], label: int, radius: float, sc: SampleConfig, *, filtering: bool) -> int:
+def passing_count(rows: list[dict], label: int, radius: float | None, sc: SampleConfig, *, filtering: bool) -> int:
     n = 0
     for row in rows:
         if row["label"] == label:
-            row["realism"] = round(radius / max(row["feature_distance"], 1e-12), 6)
+            row["realism"] = realism(radius, row["feature_distance"])
             n += (not filtering) or image_reason(row, sc) is None
     return n

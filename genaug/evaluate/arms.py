@@ -1,0 +1,86 @@
+"""The rows of an evaluation ("arms"): how real images are drawn and augmented, and
+what fills the extra slots at share r (SPEC §5).
+
+* ``naive`` — real only, uniform draws, ``eval.naive_augment``: what a first try does.
+* ``strong`` — real only, ``eval.real_sampling`` (class-balanced) + ``eval.augment``
+  (RandAugment): **the baseline every gain is measured against**.
+* ``synthetic`` — the strong baseline with a share r of kept synthetic images.
+* ``oracle`` — the strong baseline with a share r of *held-out real* images, as many
+  per class as the synthetic set has: the ceiling a perfect generator could reach.
+
+An arm is registered with :func:`register_arm`; its builder returns ``None`` when the
+arm does not apply (e.g. no held-out real images for an oracle).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from genaug.config import Config
+from genaug.evaluate.data import EvalData
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    title: str  # the row's name in tables
+    explains: str  # one sentence for the report
+    sampling: str  # "uniform" | "balanced"
+    augment: str
+    extra: tuple[torch.Tensor, torch.Tensor] | None = None  # (images (M, C, H, W) uint8, labels) for the extra slots
+    extra_info: dict | None = None  # where the extra images came from (hash, n, per class)
+
+    @property
+    def shares(self) -> bool:
+        """Whether the arm runs at each share r > 0 (else at r = 0 only)."""
+        return self.extra is not None
+
+
+ArmFn = Callable[[Config, EvalData], "Arm | None"]
+ARMS: dict[str, ArmFn] = {}
+
+
+def register_arm(name: str) -> Callable[[ArmFn], ArmFn]:
+    def deco(fn: ArmFn) -> ArmFn:
+        ARMS[name] = fn
+        return fn
+
+    return deco
+
+
+@register_arm("naive")
+def _naive(cfg: Config, ed: EvalData) -> Arm:
+    return Arm("naive", "naive real-only", f"Real images only, drawn uniformly, {cfg.eval.naive_augment} augmentation: "
+               "what a first try does.", "uniform", cfg.eval.naive_augment)
+
+
+@register_arm("strong")
+def _strong(cfg: Config, ed: EvalData) -> Arm:
+    return Arm("strong", "strong real-only", f"Real images only, {cfg.eval.real_sampling} draws, {cfg.eval.augment} "
+               "augmentation: the baseline every gain is measured against.", cfg.eval.real_sampling, cfg.eval.augment)
+
+
+@register_arm("synthetic")
+def _synthetic(cfg: Config, ed: EvalData) -> Arm | None:
+    if not len(ed.syn_x):
+        return None
+    what = f"the external set {ed.synthetic['dir']}" if ed.synthetic.get("external") else "kept synthetic images"
+    return Arm("synthetic", "+ synthetic", f"The strong baseline with a share r of its examples taken from {what}.",
+               cfg.eval.real_sampling, cfg.eval.augment, (ed.syn_x, ed.syn_y), ed.synthetic)
+
+
+@register_arm("oracle")
+def _oracle(cfg: Config, ed: EvalData) -> Arm | None:
+    if ed.oracle is None:
+        return None
+    return Arm("oracle", "oracle (held-out real)", "The strong baseline with the synthetic slots filled by held-out "
+               f"real images ({ed.oracle['source']}, as many per class as the synthetic set): the ceiling.",
+               cfg.eval.real_sampling, cfg.eval.augment, (ed.oracle_x, ed.oracle_y), ed.oracle)
+
+
+def build_arms(cfg: Config, ed: EvalData) -> list[Arm]:
+    """The arms that apply to this evaluation, in registry order."""
+    return [arm for fn in ARMS.values() if (arm := fn(cfg, ed)) is not None]
