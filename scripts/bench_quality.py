@@ -259,7 +259,8 @@ def table(results: list[dict], args) -> str:
             lines.append(f"| naive real only (uniform draws, {m0['arms']['naive']['augment']}) | 0 | "
                          f"{ci(naive['naive']['test_acc'])} | {ci(naive['naive']['test_f1'])} | "
                          f"{ci(negated(naive['strong_over_naive']['acc']), True)} | — | — | — | — |")
-        lines += [f"| strong real only: balanced draws + RandAugment (baseline{f' of the {run} run' if run else ''}) | 0 | "
+        label = "real only + RandAugment, class-balanced draws (strong baseline" if naive else "real only + RandAugment (baseline"
+        lines += [f"| {label}{f' of the {run} run' if run else ''}) | 0 | "
                   f"{ci(b['test_acc'])} | {ci(b['test_f1'])} | — | — | — | — | — |" for run, b in bases.items()]
         for r in group:
             for name in ("filtered", "unfiltered"):

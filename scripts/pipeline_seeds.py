@@ -1,14 +1,12 @@
-"""The default pipeline from several base seeds: wall time and paired gain (issue #7).
+"""The default pipeline from several base seeds: wall time, the rows and the gains (issues #7, #18).
 
-Runs ``genaug pipeline`` (a fresh process each, ``--force``) for each base seed as run
-``<prefix>_seed<N>``, then prints one row per seed: wall seconds, baseline and
-augmented test accuracy, and the paired gain with its 95% interval.
+Runs ``genaug pipeline`` (a fresh process each, ``--force``, output to a log file) for
+each base seed as run ``<prefix>_seed<N>``, then prints one row per seed: wall time and
+stage times, log size, naive / strong real-only / + synthetic test accuracy, the paired
+gain over the strong baseline, what rebalancing + augmentation alone give (strong -
+naive), the oracle's gain and the share of it captured.
 
-    python scripts/pipeline_seeds.py --seeds 0 1 2 [--config configs/X.yaml] [--set k=v ...] [--control]
-
-``--control`` then reruns each seed's evaluation with ``eval.real_sampling=balanced``
-(real images drawn class-first: the resampling baseline) and adds its numbers, so a
-gain on a long-tailed split can be split into rebalancing and what the generator adds.
+    python scripts/pipeline_seeds.py --seeds 0 1 2 [--config configs/X.yaml] [--set k=v ...]
 """
 
 from __future__ import annotations
@@ -54,20 +52,17 @@ def run_one(seed: int, args) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"pipeline for seed {seed} failed (exit {proc.returncode}); see {log}")
     metrics = json.loads((Path(args.runs_dir) / run / "eval" / "metrics.json").read_text())
+    stages = json.loads((Path(args.runs_dir) / run / "pipeline.json").read_text())
     base, aug = metrics["settings"][0], metrics["settings"][-1]
-    row = {"seed": seed, "run": run, "seconds": round(seconds, 1), "cpu_steal": steal, "mix": aug["mix"],
-           "baseline": base["test_acc"], "augmented": aug["test_acc"], "gain": aug["gain_acc"],
-           "kept_synthetic": metrics["synthetic"]["n"], "real_train": metrics["real"]["train"]}
-    if args.control:
-        ctl = [c if c != "pipeline" else "eval-classifier" for c in cmd if c != "--force"]
-        ctl += ["--set", "eval.real_sampling=balanced"]
-        with open(log, "a") as f:
-            if subprocess.run(ctl, stdout=f, stderr=subprocess.STDOUT).returncode != 0:
-                raise SystemExit(f"control evaluation for seed {seed} failed; see {log}")
-        m = json.loads((Path(args.runs_dir) / run / "eval" / "metrics.json").read_text())
-        row["control"] = {"baseline": m["settings"][0]["test_acc"], "augmented": m["settings"][-1]["test_acc"],
-                          "gain": m["settings"][-1]["gain_acc"]}
-    return row
+    oracle = next((o for o in (metrics.get("oracle") or {}).get("settings", []) if o["mix"] == aug["mix"]), None)
+    return {"seed": seed, "run": run, "seconds": round(seconds, 1), "cpu_steal": steal, "mix": aug["mix"],
+            "stages": {k: v["seconds"] for k, v in stages.items()}, "log_bytes": log.stat().st_size,
+            "naive": metrics["baselines"]["naive"]["test_acc"], "baseline": base["test_acc"],
+            "augmented": aug["test_acc"], "gain": aug["gain_acc"],
+            "strong_over_naive": metrics["baselines"]["strong_over_naive"]["acc"],
+            "oracle_gain": oracle["gain_acc"] if oracle else None,
+            "captured": ((metrics.get("oracle") or {}).get("captured") or {}).get(str(aug["mix"])),
+            "kept_synthetic": metrics["synthetic"]["n"], "real_train": metrics["real"]["train"]}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -77,27 +72,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--set", action="append", help="extra section.key=value overrides")
     ap.add_argument("--prefix", default="default")
     ap.add_argument("--runs-dir", default="runs")
-    ap.add_argument("--control", action="store_true", help="also evaluate with eval.real_sampling=balanced")
     args = ap.parse_args(argv)
     rows = [run_one(s, args) for s in args.seeds]
     print(f"device: cpu ({platform.machine()}, {__import__('os').cpu_count()} cores); date {time.strftime('%Y-%m-%d')}")
-    print("| base seed | wall time | CPU steal | real train | kept synthetic | r | baseline acc [95% CI] "
-          "| augmented acc [95% CI] | paired gain [95% CI] |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| base seed | wall time (train / sample / eval / report s) | CPU steal | log | kept synthetic | r "
+          "| naive acc | strong real-only acc [95% CI] | + synthetic acc [95% CI] | gain over strong [95% CI] "
+          "| strong - naive [95% CI] | oracle gain [95% CI] | share captured |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
     def ci(c, sign=""):
-        return f"{c['mean']:{sign}.4f} [{c['lo']:{sign}.4f}, {c['hi']:{sign}.4f}]"
+        return "—" if c is None else f"{c['mean']:{sign}.4f} [{c['lo']:{sign}.4f}, {c['hi']:{sign}.4f}]"
 
     for r in rows:
         steal = "n/a" if r["cpu_steal"] is None else f"{100 * r['cpu_steal']:.0f}%"
-        print(f"| {r['seed']} | {r['seconds'] / 60:.1f} min | {steal} | {r['real_train']} | {r['kept_synthetic']} | {r['mix']:g} | "
-              f"{ci(r['baseline'])} | {ci(r['augmented'])} | {ci(r['gain'], '+')} |")
-    if args.control:
-        print("\nSame runs, real images drawn class-first (eval.real_sampling=balanced, the resampling baseline):\n")
-        print("| base seed | balanced real-only acc [95% CI] | balanced + synthetic acc [95% CI] | paired gain [95% CI] |")
-        print("|---|---|---|---|")
-        for r in rows:
-            c = r["control"]
-            print(f"| {r['seed']} | {ci(c['baseline'])} | {ci(c['augmented'])} | {ci(c['gain'], '+')} |")
+        st = " / ".join(f"{r['stages'].get(k, 0):.0f}" for k in ("train", "sample", "eval", "report"))
+        share = r["captured"] or {}
+        share = f"{share['share']:.2f}" if share.get("share") is not None else "n/a"
+        print(f"| {r['seed']} | {r['seconds'] / 60:.1f} min ({st}) | {steal} | {r['log_bytes'] / 1024:.0f} KB "
+              f"| {r['kept_synthetic']} | {r['mix']:g} | {r['naive']['mean']:.4f} | {ci(r['baseline'])} "
+              f"| {ci(r['augmented'])} | {ci(r['gain'], '+')} | {ci(r['strong_over_naive'], '+')} "
+              f"| {ci(r['oracle_gain'], '+')} | {share} |")
     print(json.dumps(rows))
     return rows
 

@@ -198,3 +198,13 @@ def test_generator_training_steps_read_nothing_back_from_the_device():
     assert bench.gan_train_genaug(args)["host_reads"] == 0
     assert bench.diffusion_train_genaug(args)["host_reads"] == 0
     assert bench.classifier_train_genaug(args)["host_reads"] == 0
+
+
+def test_oracle_cell_and_naive_gain_sign():
+    bench = load("bench_quality")
+    gain = lambda m, lo, hi: {"mean": m, "lo": lo, "hi": hi, "n": 5}
+    metrics = {"oracle": {"settings": [{"mix": 0.1, "gain_acc": gain(0.04, 0.02, 0.06)}],
+                          "captured": {"0.1": {"share": 0.25, "why": None}}}}
+    assert bench.oracle_cell(metrics, 0.1) == "+0.0400 [+0.0200, +0.0600]; 0.25"
+    assert bench.oracle_cell(metrics, 0.3) == "—" and bench.oracle_cell({}, 0.1) == "—"
+    assert bench.negated(gain(0.03, 0.01, 0.05)) == gain(-0.03, -0.05, -0.01)
