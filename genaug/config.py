@@ -163,7 +163,7 @@ class Config(Section):
     seed: int = Field(0, ge=0)
     # The built-in default run (configs/mnist5k_gan.yaml spells it out): a long-tailed
     # MNIST-5k training split and settings sized for <= 10 minutes of `genaug pipeline`
-    # on a 2-core CPU. A config file's sections start from the section defaults instead.
+    # on a 2-core CPU. A config file and --set start from these values key by key (see resolve_config).
     data: DataConfig = DataConfig(imbalance=0.05)
     gan: GanConfig = GanConfig(lr_g=8e-4, lr_d=8e-4, aux_weight=0.3, diffaugment="translation,cutout,color", steps=800,
                                eval_every=400, checkpoint_every=400, fid_samples=500)
