@@ -191,7 +191,7 @@ def device_name() -> str:
 
     if torch.cuda.is_available():
         return f"GPU ({torch.cuda.get_device_name(0)})"
-    return f"CPU ({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__})"
+    return f"CPU ({platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__})"
 
 
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
