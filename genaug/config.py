@@ -32,6 +32,10 @@ class DataConfig(Section):
     real_per_class: Optional[int] = Field(None, ge=1, description="keep only K training images per class")
     imbalance: Optional[float] = Field(None, gt=0.0, le=1.0, description="long-tailed training split: the last class "
                                        "keeps this share of the largest one (exponential profile); None = as is")
+    unlabeled: Optional[str] = Field(None, description="an unlabeled pool from the same domain: 'rest' (the training-"
+                                     "pool images real_per_class / imbalance left out, labels dropped), a built-in "
+                                     "source split ('fashion-mnist:train'), or a folder of images in any layout")
+    unlabeled_max: Optional[int] = Field(None, ge=1, description="keep at most this many pool images (seeded)")
     skip_bad_images: bool = False
     download: bool = Field(True, description="allow torchvision downloads for online sources")
 
@@ -87,6 +91,21 @@ class JudgeConfig(Section):
     batch_size: int = Field(64, ge=2)
     lr: float = Field(2e-3, gt=0, lt=1)
     eval_every: int = Field(100, ge=1)
+    self_training: int = Field(0, ge=0, le=20, description="rounds of FixMatch-style self-training on the unlabeled "
+                               "pool (confident weak-view pseudo-labels train the strong view), the best round by "
+                               "val accuracy kept; 0 = the judge learns from the labeled split only")
+    self_training_threshold: float = Field(0.95, gt=0.0, le=1.0, description="FixMatch confidence threshold")
+    self_training_weight: float = Field(1.0, ge=0.0, description="weight of the pool's loss in self-training")
+
+
+class PoolConfig(Section):
+    """How generators and the control rows use the unlabeled pool (``data.unlabeled``)."""
+
+    threshold: float = Field(0.9, ge=0.0, le=1.0, description="a pool image trains a generator's class conditioning "
+                             "(and joins the pseudo-labeled-pool row) when the judge's confidence is at least this; "
+                             "below it, it trains the diffusion model as the null class and the GAN not at all")
+    share: float = Field(0.5, ge=0.0, lt=1.0, description="share of each generator batch drawn from the pool")
+    weight: float = Field(1.0, ge=0.0, description="diffusion loss weight of a pool image (labeled images: 1)")
 
 
 class SampleConfig(Section):
@@ -169,6 +188,7 @@ class Config(Section):
                                eval_every=400, checkpoint_every=400, fid_samples=500)
     diffusion: DiffusionConfig = DiffusionConfig()
     judge: JudgeConfig = JudgeConfig(lr=4e-3, steps=400)
+    pool: PoolConfig = PoolConfig()
     sample: SampleConfig = SampleConfig(min_confidence=0.6)
     eval: EvalConfig = EvalConfig(model="resnet_small28", lr=4e-3, steps=300, batch_size=32, eval_every=100, seeds=3,
                                   mix="0.5")

@@ -69,7 +69,8 @@ def create_judge_model(name: str, *, in_chans: int, num_classes: int, image_size
 
 
 def train_judge(cfg: Config, data: LabeledData, out_dir: Path) -> dict:
-    """Train on ``data.splits['train']``, keep the best weights by val accuracy, save them."""
+    """Train on ``data.splits['train']`` (then, with ``judge.self_training`` and a pool,
+    FixMatch rounds on the pool), keep the best weights by val accuracy, save them."""
     jc = cfg.judge
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -77,12 +78,24 @@ def train_judge(cfg: Config, data: LabeledData, out_dir: Path) -> dict:
     # Channels-last weights while training: mkldnn picks NHWC kernels, ~25% faster on CPU.
     # The loaded judge stays contiguous, whose scores do not depend on the batch size.
     model = model.to(memory_format=torch.channels_last)
-    opt = create_optimizer_v2(model, opt="adamw", lr=jc.lr, weight_decay=0.05)
-    sched = CosineLRScheduler(opt, t_initial=jc.steps, warmup_t=min(50, jc.steps // 10), lr_min=jc.lr * 0.01)
+
+    def optimiser():
+        opt = create_optimizer_v2(model, opt="adamw", lr=jc.lr, weight_decay=0.05)
+        return opt, CosineLRScheduler(opt, t_initial=jc.steps, warmup_t=min(50, jc.steps // 10), lr_min=jc.lr * 0.01)
+
+    best = {"acc": -1.0, "state": None}
+
+    def consider(m: torch.nn.Module) -> float:
+        """Val accuracy of ``m``; its weights are kept when they are the best so far."""
+        acc = accuracy(m, data.splits["val"], data.channels)
+        if acc > best["acc"]:
+            best.update(acc=acc, state={k: v.detach().clone() for k, v in m.state_dict().items()})
+        return acc
+
+    opt, sched = optimiser()
     train = data.splits["train"]
     images = torch.from_numpy(train.images).permute(0, 3, 1, 2)  # (N, C, H, W) uint8
     labels = torch.from_numpy(train.labels)
-    best, best_state = -1.0, None
     bar = progress(range(jc.steps), desc="judge", unit="step", leave=False)
     for step in bar:
         model.train()
@@ -94,16 +107,24 @@ def train_judge(cfg: Config, data: LabeledData, out_dir: Path) -> dict:
         opt.step()
         sched.step(step + 1)
         if (step + 1) % jc.eval_every == 0 or step + 1 == jc.steps:
-            acc = accuracy(model, data.splits["val"], data.channels)
+            acc = consider(model)
             bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{acc:.3f}")
-            if acc > best:
-                best, best_state = acc, {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
+    supervised = best["acc"]
+    rounds = []
+    if jc.self_training and data.unlabeled is not None:
+        from genaug.pseudo import self_train
+
+        model.load_state_dict(best["state"])  # self-training starts from the best supervised judge
+        rounds = self_train(cfg, data, model, optimiser, gen, consider)
+    model.load_state_dict(best["state"])
     meta = {
         "model": jc.model, "in_chans": data.channels, "num_classes": data.num_classes, "image_size": data.image_size,
-        "classes": data.classes, "val_accuracy": best, "train_images": len(train), "steps": jc.steps,
+        "classes": data.classes, "val_accuracy": best["acc"], "train_images": len(train), "steps": jc.steps,
         "key": judge_key(cfg),
     }
+    if rounds:
+        meta["self_training"] = {"supervised_val_accuracy": supervised, "rounds": rounds,
+                                 "pool_images": len(data.unlabeled)}
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_save_tensors(out_dir / WEIGHTS, model.state_dict())
     atomic_write_json(out_dir / META, meta)

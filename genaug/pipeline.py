@@ -25,7 +25,7 @@ STAGES = ("train", "sample", "eval", "report")
 
 def stage_hashes(cfg: Config) -> dict[str, str]:
     kind = cfg.sample.generator
-    train = config_hash(cfg, "data", kind, "seed", "judge")
+    train = config_hash(cfg, "data", kind, "seed", "judge", *(("pool",) if cfg.data.unlabeled else ()))
     sampler = cfg.diffusion.model_dump(mode="json") if kind == "diffusion" else {}
     sample = stable_hash({"train": train, "sample": cfg.sample.model_dump(mode="json"), "sampler": sampler,
                           "gen_dir": cfg.paths.gen_dir})

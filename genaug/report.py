@@ -221,6 +221,14 @@ def _summary(doc: Doc, cfg: Config, metrics: dict | None) -> None:
             text += (f" The oracle (held-out real images in the same slots) gains {_ci(oracle[s['mix']]['gain_acc'], True)}; "
                      f"share of that possible gain the {what} capture: {share}.")
         doc.p(text)
+    pool = metrics.get("pool") or {}
+    for s in pool.get("settings", []):
+        over = (pool.get("synthetic_over_pool") or {}).get(str(s["mix"]))
+        doc.p(f"The unlabeled pool ({pool['n']} of {pool['pool_size']} images from {pool['source']} with a pseudo-label "
+              f"at confidence >= {pool['threshold']:g}) in the same slots, no generator: {_ci(s['gain_acc'], True)} "
+              f"over the strong baseline at r = {s['mix']:g}"
+              + (f"; synthetic images on top of it (pool + synthetic vs pool alone, paired): {_ci(over, True)}: "
+                 f"{_verdict(over)}." if over else "."))
     if metrics.get("baselines"):
         rb = metrics["baselines"]["strong_over_naive"]["acc"]
         doc.p(f"What rebalancing + augmentation alone give (strong vs naive real-only, no generator involved): "
@@ -232,8 +240,10 @@ def _summary(doc: Doc, cfg: Config, metrics: dict | None) -> None:
           f"{metrics['steps']} steps x {metrics['batch_size']}; real training images {metrics['real']['train']}, "
           f"validation {metrics['real']['val']}, test {metrics['real']['test']}; {what} {metrics['synthetic']['n']}"
           + (f" from {metrics['synthetic']['dir']}" if metrics["synthetic"].get("external") else " kept")
-          + ". The generator, the judge and the classifier saw only the training split; "
-          "checkpoints were chosen on validation; the test split was read once per run, after training.")
+          + (". The generator, the judge and the classifier saw only the training split and the unlabeled pool (no "
+             "labels of the pool were read); " if metrics.get("pool") else
+             ". The generator, the judge and the classifier saw only the training split; ")
+          + "checkpoints were chosen on validation; the test split was read once per run, after training.")
     for name, arm in arms.items():
         doc.p(f"Row '{arm['title']}': {arm['explains']}")
 
@@ -245,6 +255,9 @@ def _rows(metrics: dict) -> list[tuple[str, dict]]:
     for s in metrics["settings"]:
         out.append(("strong real-only (baseline)" if s["mix"] == 0 else "+ synthetic" + (" (auto)" if s["mix"] == chosen else ""), s))
     out += [("oracle (held-out real)", s) for s in (metrics.get("oracle") or {}).get("settings", [])]
+    pool = metrics.get("pool") or {}
+    out += [("+ pseudo-labeled pool", s) for s in pool.get("settings", [])]
+    out += [("+ pool + synthetic", s) for s in pool.get("pool_synthetic", [])]
     return out
 
 

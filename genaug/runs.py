@@ -9,9 +9,27 @@ from genaug.data.base import LabeledData
 from genaug.io import atomic_write_json, atomic_write_text, stable_hash
 
 
+# Settings added after runs existed, left out of every hash while they hold their "off"
+# value, so a run made before them keeps its hashes (its judge, rows and checkpoints stay
+# valid); turned on, they change the hash like any other setting.
+HASH_NEUTRAL = {"data": {"unlabeled": None, "unlabeled_max": None},
+                "judge": {"self_training": 0, "self_training_threshold": 0.95, "self_training_weight": 1.0}}
+
+
+def hash_dump(cfg: Config) -> dict:
+    """The config as JSON for hashing: :data:`HASH_NEUTRAL` keys at their off value left
+    out; the ``pool`` section only when a pool is configured."""
+    dump = cfg.model_dump(mode="json")
+    for section, neutral in HASH_NEUTRAL.items():
+        dump[section] = {k: v for k, v in dump[section].items() if not (k in neutral and v == neutral[k])}
+    if cfg.data.unlabeled is None:
+        dump["pool"] = None
+    return dump
+
+
 def config_hash(cfg: Config, *sections: str) -> str:
     """Hash of the config sections a stage depends on (all when none given)."""
-    dump = cfg.model_dump(mode="json")
+    dump = hash_dump(cfg)
     return stable_hash({k: dump[k] for k in sections} if sections else dump)
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import ProjectConfiguration
 from PIL import Image
 from safetensors.torch import save_file
@@ -42,8 +42,12 @@ SCHEDULE_KEYS = {"steps", "eval_every", "checkpoint_every", "log_every", "fid_sa
 def model_hash(cfg: Config, section: str) -> str:
     """Hash of what a resumed run must share with the original: data, seed and every
     setting of ``section`` except the schedule (steps and eval/log/checkpoint intervals)."""
-    settings = {k: v for k, v in getattr(cfg, section).model_dump(mode="json").items() if k not in SCHEDULE_KEYS}
-    return stable_hash({"data": cfg.data.model_dump(mode="json"), "seed": cfg.seed, section: settings})
+    from genaug.runs import hash_dump
+
+    dump = hash_dump(cfg)
+    settings = {k: v for k, v in dump[section].items() if k not in SCHEDULE_KEYS}
+    pool = {"pool": dump["pool"], "judge": dump["judge"]} if cfg.data.unlabeled else {}  # pseudo-labels come from the judge
+    return stable_hash({"data": dump["data"], "seed": cfg.seed, section: settings, **pool})
 
 
 def check_existing(cfg: Config, out: Path, resume: bool, section: str) -> None:
@@ -247,6 +251,72 @@ def batch_indices(seed: int, step: int, n: int, per_proc: int, world: int, rank:
     return torch.randint(0, n, (per_proc * world,), generator=g)[rank * per_proc : (rank + 1) * per_proc]
 
 
+POOL_FID_REFERENCE = 5000  # pool images (a seeded subset) the training-time pool FID compares with
+
+
+@dataclass
+class GeneratorSet:
+    """What a generator trains on: the labeled training split, then the pool images it
+    uses (DPT-style: confident pseudo-labels condition; the diffusion model takes the
+    rest as the null class, the GAN leaves them out)."""
+
+    images: torch.Tensor  # (N + M, C, H, W) uint8: labeled first, then pool
+    labels: torch.Tensor  # (N + M,) class index; the null class for unconfident pool images
+    weights: torch.Tensor | None  # (N + M,) per-image loss weights; None: no pool, all 1
+    n_labeled: int
+    pool_share: float  # share of each batch drawn from the pool (0 without one)
+    pool_reference: torch.Tensor | None = None  # (<= POOL_FID_REFERENCE, C, H, W) uint8, for the pool FID
+
+    @property
+    def n_pool(self) -> int:
+        return len(self.labels) - self.n_labeled
+
+
+def generator_set(cfg: Config, data, *, null: int | None) -> GeneratorSet:
+    """The labeled split plus, with ``data.unlabeled``, the pool with its pseudo-labels
+    (:func:`genaug.pseudo.ensure_pool_labels`). ``null``: the label of unconfident pool
+    images; None leaves them out."""
+    from genaug.pseudo import ensure_pool_labels
+
+    train = data.splits["train"]
+    images = torch.from_numpy(train.images).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W) uint8
+    labels = torch.from_numpy(train.labels)
+    pseudo = ensure_pool_labels(cfg, data)
+    if pseudo is None:
+        return GeneratorSet(images, labels, None, len(labels), 0.0)
+    pc = cfg.pool
+    keep = np.arange(len(pseudo.labels)) if null is not None else pseudo.confident(pc.threshold)
+    cond = pseudo.conditioning(pc.threshold, -1 if null is None else null)[keep]
+    pool_x = torch.from_numpy(data.unlabeled.images[keep]).permute(0, 3, 1, 2).contiguous()
+    ref = np.random.default_rng([cfg.seed, 6]).permutation(len(data.unlabeled))[:POOL_FID_REFERENCE]
+    reference = torch.from_numpy(data.unlabeled.images[np.sort(ref)]).permute(0, 3, 1, 2).contiguous()
+    confident = int((pseudo.confidence >= pc.threshold).sum())
+    rest = "the rest as the null class" if null is not None else "the rest left out"
+    PartialState().print(f"pool: {len(pseudo.labels)} images, {confident} with pseudo-label confidence >= {pc.threshold:g} "
+          f"(trained as that class), {rest}; {pc.share:g} of each batch from the pool")
+    if not len(keep):
+        PartialState().print("no pool image to train on: the labeled split only")
+        return GeneratorSet(images, labels, None, len(labels), 0.0, reference)
+    weights = torch.cat([torch.ones(len(labels)), torch.full((len(keep),), pc.weight)])
+    return GeneratorSet(torch.cat([images, pool_x]), torch.cat([labels, torch.from_numpy(cond)]), weights,
+                        len(labels), pc.share, reference)
+
+
+def set_indices(gs: GeneratorSet, seed: int, step: int, per_proc: int, world: int, rank: int) -> torch.Tensor:
+    """This rank's slice of step ``step``'s global batch from ``gs``: without a pool the
+    draws of :func:`batch_indices`; with one, ``round(pool_share * B)`` of the B slots
+    come from the pool (its own seeded stream) and the batch is shuffled."""
+    if not gs.pool_share:
+        return batch_indices(seed, step, gs.n_labeled, per_proc, world, rank)
+    b = per_proc * world
+    n_pool = min(b - 1, max(1, round(gs.pool_share * b)))
+    g = step_generator(seed, step, 0, torch.device("cpu"), stream=2)
+    labeled = torch.randint(0, gs.n_labeled, (b - n_pool,), generator=g)
+    pool = gs.n_labeled + torch.randint(0, gs.n_pool, (n_pool,), generator=g)
+    both = torch.cat([labeled, pool])[torch.randperm(b, generator=g)]
+    return both[rank * per_proc : (rank + 1) * per_proc]
+
+
 def eval_labels(n: int, train_labels, num_classes: int, min_per_class: int = 10) -> torch.Tensor:
     """Labels for the training-time FID samples: in the training split's class
     proportions (so a long-tailed split is compared with a long-tailed sample set), at
@@ -262,10 +332,11 @@ def eval_labels(n: int, train_labels, num_classes: int, min_per_class: int = 10)
 
 
 def score_samples(cfg: Config, images: torch.Tensor, labels: torch.Tensor, real: torch.Tensor, *, step: int, out: Path,
-                  extractor: str = "judge") -> tuple[dict, dict]:
+                  extractor: str = "judge", pool: torch.Tensor | None = None) -> tuple[dict, dict]:
     """Training-time evaluation shared by the generator trainers: a grid (10 per class,
-    one row per class), FID/KID against the real training split, and the judge's
-    conditional accuracy. Returns (metrics row, torch-fidelity summary)."""
+    one row per class), FID/KID against the real training split (and, given ``pool``,
+    FID against the unlabeled pool), and the judge's conditional accuracy. Returns
+    (metrics row, torch-fidelity summary of the training-split comparison)."""
     from genaug.fidelity import fidelity
     from genaug.judge import conditional_accuracy
     from genaug.runs import config_hash
@@ -280,6 +351,10 @@ def score_samples(cfg: Config, images: torch.Tensor, labels: torch.Tensor, real:
     row = {"fid": metrics["fid"], "kid": metrics["kid_mean"], "kid_std": metrics["kid_std"],
            "cond_acc": conditional_accuracy(images, labels, judge_dir), "fid_extractor": metrics["extractor"],
            "fid_n_fake": metrics["n_fake"], "fid_n_real": metrics["n_real"]}
+    if pool is not None:
+        vs_pool = fidelity(images, pool, extractor=extractor, judge_dir=judge_dir, cache_root=out / "fid_cache",
+                           real_cache_name=f"{cfg.run}-pool-{config_hash(cfg, 'data', 'judge', 'seed')}")
+        row |= {"fid_pool": vs_pool["fid"], "kid_pool": vs_pool["kid_mean"], "fid_pool_n_real": vs_pool["n_real"]}
     return row, metrics
 
 

@@ -55,6 +55,8 @@ class LabeledData:
     skipped: list[str] = field(default_factory=list)  # bad files skipped (skip_bad_images)
     official_test: bool = False
     held_out: Split | None = None  # training-pool images left out by real_per_class / imbalance
+    unlabeled: Split | None = None  # the unlabeled pool (data.unlabeled); its labels are all -1
+    unlabeled_info: dict = field(default_factory=dict)  # where the pool came from, what was dropped
 
     @property
     def num_classes(self) -> int:
@@ -75,4 +77,5 @@ class LabeledData:
             "classes": self.classes,
             "splits": {name: {"ids": s.ids, "labels": s.labels.tolist()} for name, s in self.splits.items()},
             "held_out": {"ids": h.ids, "labels": h.labels.tolist()} if (h := self.held_out) is not None else None,
+            "unlabeled": {**self.unlabeled_info, "ids": u.ids} if (u := self.unlabeled) is not None else None,
         }

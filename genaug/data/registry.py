@@ -87,4 +87,7 @@ def load_data(cfg: DataConfig) -> LabeledData:
     for name, split in splits.items():
         if len(split) == 0 and wanted[name] > 0:
             raise DataError(f"data source '{cfg.source}': the {name} split is empty; add images or change val/test_fraction")
-    return LabeledData(cfg.source, raw.classes, splits, raw.skipped, official_test="test" in raw.pools, held_out=held_out)
+    from genaug.data.unlabeled import attach_unlabeled
+
+    data = LabeledData(cfg.source, raw.classes, splits, raw.skipped, official_test="test" in raw.pools, held_out=held_out)
+    return attach_unlabeled(cfg, data)

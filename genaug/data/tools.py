@@ -28,6 +28,11 @@ def describe(data: LabeledData) -> str:
     ]
     for c, name in enumerate(data.classes):
         lines.append(f"{name:<{width}}  " + " ".join(f"{counts[s][c]:>6}" for s in SPLITS))
+    if data.unlabeled is not None:
+        info = data.unlabeled_info
+        lines.append(f"unlabeled pool: {len(data.unlabeled)} images from {info['source']} ({info['kind']}; "
+                     f"{info['found']} found, {info['dropped_labeled']} dropped as labeled training images"
+                     + (f", capped at {info['cap']}" if info.get("cap") else "") + ")")
     if data.skipped:
         lines.append(f"skipped {len(data.skipped)} unreadable file(s)")
     return "\n".join(lines)

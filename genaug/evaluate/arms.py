@@ -7,6 +7,11 @@ what fills the extra slots at share r (SPEC §5).
 * ``synthetic`` — the strong baseline with a share r of kept synthetic images.
 * ``oracle`` — the strong baseline with a share r of *held-out real* images, as many
   per class as the synthetic set has: the ceiling a perfect generator could reach.
+* ``pool`` — with an unlabeled pool: the strong baseline with a share r of pool images
+  labeled by the judge (confidence >= ``pool.threshold``): "is generating better than
+  just labeling your unlabeled images?"
+* ``pool_synthetic`` — the share r split evenly between those pool images and the
+  synthetic ones: does the generator add anything on top of the labeled pool?
 
 An arm is registered with :func:`register_arm`; its builder returns ``None`` when the
 arm does not apply (e.g. no held-out real images for an oracle).
@@ -32,6 +37,7 @@ class Arm:
     augment: str
     extra: tuple[torch.Tensor, torch.Tensor] | None = None  # (images (M, C, H, W) uint8, labels) for the extra slots
     extra_info: dict | None = None  # where the extra images came from (hash, n, per class)
+    extra_split: int | None = None  # extra = two sources, [0, split) and [split, M): each slot picks one evenly
 
     @property
     def shares(self) -> bool:
@@ -79,6 +85,28 @@ def _oracle(cfg: Config, ed: EvalData) -> Arm | None:
     return Arm("oracle", "oracle (held-out real)", "The strong baseline with the synthetic slots filled by held-out "
                f"real images ({ed.oracle['source']}, as many per class as the synthetic set): the ceiling.",
                cfg.eval.real_sampling, cfg.eval.augment, (ed.oracle_x, ed.oracle_y), ed.oracle)
+
+
+@register_arm("pool")
+def _pool(cfg: Config, ed: EvalData) -> Arm | None:
+    if ed.pool is None:
+        return None
+    return Arm("pool", "+ pseudo-labeled pool", "The strong baseline with a share r of its examples taken from the "
+               f"unlabeled pool's images whose pseudo-label (the judge's) has confidence >= {ed.pool['threshold']:g}, "
+               "with that label: what labeling the pool gives without any generator.", cfg.eval.real_sampling,
+               cfg.eval.augment, (ed.pool_x, ed.pool_y), ed.pool)
+
+
+@register_arm("pool_synthetic")
+def _pool_synthetic(cfg: Config, ed: EvalData) -> Arm | None:
+    if ed.pool is None or not len(ed.syn_x):
+        return None
+    info = {"n": len(ed.pool_x) + len(ed.syn_x), "ids_hash": f"{ed.pool['ids_hash']}+{ed.synthetic['ids_hash']}",
+            "pool": ed.pool["n"], "synthetic": len(ed.syn_x)}
+    return Arm("pool_synthetic", "+ pool + synthetic", "The strong baseline with the share r split evenly between "
+               "pseudo-labeled pool images and synthetic images: what the generator adds on top of the labeled pool.",
+               cfg.eval.real_sampling, cfg.eval.augment,
+               (torch.cat([ed.pool_x, ed.syn_x]), torch.cat([ed.pool_y, ed.syn_y])), info, extra_split=len(ed.pool_x))
 
 
 def build_arms(cfg: Config, ed: EvalData) -> list[Arm]:

@@ -33,6 +33,9 @@ class EvalData:
     oracle_x: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.uint8))  # held-out real images
     oracle_y: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     oracle: dict | None = None  # where the oracle's images came from; None = no oracle row
+    pool_x: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.uint8))  # confident pool images
+    pool_y: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # their pseudo-labels
+    pool: dict | None = None  # the pseudo-labeled pool's summary; None = no pool rows
 
 
 def _tensors(split) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,7 +66,27 @@ def load_eval_data(cfg: Config, *, need_synthetic: bool) -> EvalData:
     ed = EvalData(data.classes, data.channels, data.image_size, tx, ty, vx, vy, data.splits["test"], sx, sy, info)
     if need_synthetic and cfg.eval.oracle:
         _attach_oracle(cfg, ed, data)
+    if need_synthetic and data.unlabeled is not None:
+        _attach_pool(cfg, ed, data)
     return ed
+
+
+def _attach_pool(cfg: Config, ed: EvalData, data) -> None:
+    """The pool images whose pseudo-label (from the run's judge, trained on the labeled
+    split) has confidence >= ``pool.threshold``, with those labels: the "+ pseudo-labeled
+    pool" control. Their true labels, if any exist, are never read."""
+    from genaug.pseudo import ensure_pool_labels
+
+    pseudo = ensure_pool_labels(cfg, data)
+    keep = pseudo.confident(cfg.pool.threshold)
+    if not len(keep):
+        print(f"no pool image has pseudo-label confidence >= {cfg.pool.threshold:g}: no pool rows")
+        return
+    images, labels = data.unlabeled.images[keep], pseudo.labels[keep]
+    ed.pool_x, ed.pool_y = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
+    ed.pool = {"source": data.unlabeled_info["source"], "n": len(keep), "pool_size": len(pseudo.labels),
+               "threshold": cfg.pool.threshold, "per_class": np.bincount(labels, minlength=len(ed.classes)).tolist(),
+               "ids_hash": content_hash(images, labels)}
 
 
 def load_synthetic(cfg: Config, classes: list[str], channels: int, size: int):

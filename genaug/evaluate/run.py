@@ -163,11 +163,27 @@ def summarise(cfg: Config, ed: EvalData, rows: dict[tuple[str, float], dict[int,
         metrics["oracle"] = {**info, "settings": oracle,
                              "captured": {str(o["mix"]): captured_share(syn[o["mix"]]["gain_acc"], o["gain_acc"])
                                           for o in oracle if o["mix"] in syn}}
+    if "pool" in by_name:
+        metrics["pool"] = _pool_summary(ed, rows, share_arm)
     if auto:
         best = auto_choice(settings)
         metrics["auto"] = {"chosen_mix": best["mix"], "by": "mean val accuracy",
                            "val_acc_by_mix": {str(s["mix"]): s["val_acc"]["mean"] for s in settings}}
     return metrics
+
+
+def _pool_summary(ed: EvalData, rows: dict, share_arm) -> dict:
+    """The control rows of a run with an unlabeled pool: + pseudo-labeled pool and
+    + pool + synthetic (gains over the strong baseline), and what the synthetic images
+    add on top of the pool (paired: pool + synthetic vs pool at the same r)."""
+    pool = share_arm("pool")
+    both = share_arm("pool_synthetic") if any(n == "pool_synthetic" for n, _ in rows) else []
+    over = {}
+    for s in both:
+        alone, mixed = rows[("pool", s["mix"])], rows[("pool_synthetic", s["mix"])]
+        over[str(s["mix"])] = paired_gain({k: v["test_acc"] for k, v in alone.items()},
+                                          {k: v["test_acc"] for k, v in mixed.items()})
+    return {**ed.pool, "settings": pool, "pool_synthetic": both, "synthetic_over_pool": over}
 
 
 def rebalancing_caution(metrics: dict) -> str | None:
@@ -206,11 +222,21 @@ def results_table(metrics: dict) -> str:
     oracle = metrics.get("oracle")
     for s in (oracle or {}).get("settings", []):
         lines.append(_row("oracle (held-out real)", s, fmt(s["gain_acc"], signed=True)))
+    pool = metrics.get("pool") or {}
+    for title, key in (("+ pseudo-labeled pool", "settings"), ("+ pool + synthetic", "pool_synthetic")):
+        for s in pool.get(key, []):
+            lines.append(_row(title, s, fmt(s["gain_acc"], signed=True)))
     if base:
         lines.append(f"rebalancing + augmentation alone (strong - naive): {fmt(base['strong_over_naive']['acc'], signed=True)}")
     for r, c in ((oracle or {}).get("captured") or {}).items():
         lines.append(f"share of the oracle's gain captured at r={float(r):g}: "
                      + (f"{c['share']:.2f}" if c["share"] is not None else c["why"]))
+    for r, g in (pool.get("synthetic_over_pool") or {}).items():
+        lines.append(f"synthetic on top of the pseudo-labeled pool at r={float(r):g} (pool + synthetic - pool): "
+                     f"{fmt(g, signed=True)}")
+    if pool:
+        lines.append(f"pool: {pool['n']} of {pool['pool_size']} images from {pool['source']} pseudo-labeled with "
+                     f"confidence >= {pool['threshold']:g}")
     caution = rebalancing_caution(metrics)
     if caution:
         lines.append(caution)

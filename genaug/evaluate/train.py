@@ -157,18 +157,22 @@ def predict(model: torch.nn.Module, spec: InputSpec, x: torch.Tensor, device, ba
                       for i in range(0, len(x), batch_size)])
 
 
-def _by_class(labels: torch.Tensor, k: int) -> list[torch.Tensor]:
-    return [torch.nonzero(labels == c).flatten() for c in range(k)]
+def _by_class(labels: torch.Tensor, k: int, split: int | None = None) -> list:
+    """Indices of each class; with ``split``, per class a pair (indices below it, at or above it)."""
+    index = [torch.nonzero(labels == c).flatten() for c in range(k)]
+    return index if split is None else [(i[i < split], i[i >= split]) for i in index]
 
 
 def _batch(ed: EvalData, step: int, r: float, b: int, gens: list[torch.Generator],
-           pools: tuple[list[torch.Tensor], list[torch.Tensor]], balanced: bool = False,
+           pools: tuple[list, list[torch.Tensor]], balanced: bool = False,
            extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Batch at ``step``: ``b - n`` real examples (uniform over images, or with
     ``balanced`` over classes first), then ``n`` extra slots, each for a uniformly
     drawn class (so extra data never unbalances the classes), filled from ``extra``
-    (default: the kept synthetic images; ``pools[0]`` indexes it by class). A class
-    without extra images (not augmented) fills its slot with one of its real images.
+    (default: the kept synthetic images; ``pools[0]`` indexes it by class, or holds per
+    class a tuple of index tensors, one per source, and each slot then picks one of the
+    sources that have images of its class evenly). A class without extra images (not
+    augmented) fills its slot with one of its real images.
     Returns (images, labels, extra images used)."""
     extra = ed.syn_x if extra is None else extra
     n_syn = synthetic_count(step, r, b) if len(extra) else 0
@@ -183,9 +187,15 @@ def _batch(ed: EvalData, step: int, r: float, b: int, gens: list[torch.Generator
         real = torch.randint(0, len(ed.train_x), (b,), generator=gens[0])[: b - n_syn]
     cls = torch.randint(0, len(ed.classes), (b,), generator=gens[1])[:n_syn]
     pick = torch.rand(b, generator=gens[1])[:n_syn]
+    sources = isinstance(syn_pool[0], tuple)  # drawn only then, so one-source runs keep their draws
+    which = torch.rand(b, generator=gens[1])[:n_syn].tolist() if sources else [0.0] * n_syn
     xs, ys, used = [ed.train_x[real]], [ed.train_y[real]], 0
-    for c, u in zip(cls.tolist(), pick.tolist()):
-        pool, source = (syn_pool[c], extra) if len(syn_pool[c]) else (real_pool[c], ed.train_x)
+    for c, u, v in zip(cls.tolist(), pick.tolist(), which):
+        options = syn_pool[c]
+        if sources:
+            present = [o for o in options if len(o)] or [options[0]]
+            options = present[min(int(v * len(present)), len(present) - 1)]
+        pool, source = (options, extra) if len(options) else (real_pool[c], ed.train_x)
         i = pool[min(int(u * len(pool)), len(pool) - 1)]
         xs.append(source[i : i + 1])
         ys.append(torch.tensor([c]))
@@ -255,7 +265,7 @@ def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | N
     t = _trainer(ec, ed)
     best = {"val_acc": -1.0, "step": 0, "state": None}
     stale, seen, synthetic_seen = 0, 0, 0
-    pools = (_by_class(extra_y, len(ed.classes)), _by_class(ed.train_y, len(ed.classes)))
+    pools = (_by_class(extra_y, len(ed.classes), arm.extra_split), _by_class(ed.train_y, len(ed.classes)))
     bar = progress(range(ec.steps), desc=f"{arm.name} r={r:g} seed={seed}", unit="step", leave=False)
     for step in bar:
         x, y, used = _batch(ed, step, r, ec.batch_size, gens, pools, balanced=arm.sampling == "balanced", extra=extra_x)

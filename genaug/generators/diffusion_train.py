@@ -24,8 +24,8 @@ from genaug.data import LabeledData, load_data
 from genaug.generators.diffusion import build_unet, noise_scheduler, sample
 from genaug.io import atomic_write_json, replace_dir, staging_dir
 from genaug.runs import config_hash
-from genaug.training import (FiniteWatch, TrainState, due, eval_labels, batch_indices, log_metrics, make_accelerator,
-                             run_steps, save_checkpoint, score_samples, step_generator,
+from genaug.training import (FiniteWatch, GeneratorSet, TrainState, due, eval_labels, generator_set, log_metrics,
+                             make_accelerator, run_steps, save_checkpoint, score_samples, set_indices, step_generator,
                              start_run, resume_run)
 
 EVAL_SEED = 2024
@@ -69,8 +69,10 @@ def _init(cfg: Config, data: LabeledData, accelerator) -> DiffusionParts:
     return DiffusionParts(unet, ema, opt, lr_sched, noise_scheduler(dc))
 
 
-def _train_step(parts: DiffusionParts, accelerator, x0: torch.Tensor, y: torch.Tensor, g, dc, null: int) -> dict:
-    """One denoising step on x0 (B, C, H, W) in [-1, 1] with labels y (B,)."""
+def _train_step(parts: DiffusionParts, accelerator, x0: torch.Tensor, y: torch.Tensor, g, dc, null: int,
+                w: torch.Tensor | None = None) -> dict:
+    """One denoising step on x0 (B, C, H, W) in [-1, 1] with labels y (B,) and optional
+    per-image loss weights w (B,) (pool images vs labeled ones)."""
     b = x0.shape[0]
     noise = torch.randn(x0.shape, device=x0.device, generator=g)
     t = torch.randint(0, parts.scheduler.config.num_train_timesteps, (b,), device=x0.device, generator=g)
@@ -79,7 +81,11 @@ def _train_step(parts: DiffusionParts, accelerator, x0: torch.Tensor, y: torch.T
     noisy = parts.scheduler.add_noise(x0, noise, t)
     target = noise if dc.prediction_type == "epsilon" else parts.scheduler.get_velocity(x0, noise, t)
     pred = parts.unet(noisy, t, class_labels=y).sample
-    loss = F.mse_loss(pred.float(), target.float())
+    if w is None:
+        loss = F.mse_loss(pred.float(), target.float())
+    else:  # the weighted mean of per-image MSEs
+        per_image = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)  # (B,)
+        loss = (per_image * w).sum() / w.sum().clamp(min=1e-8)
     parts.opt.zero_grad(set_to_none=True)
     accelerator.backward(loss)
     parts.opt.step()
@@ -115,13 +121,14 @@ def _meta(cfg: Config, data: LabeledData, parts: DiffusionParts, state: TrainSta
             "config_hash": config_hash(cfg, "data", "diffusion", "seed"), "config": cfg.model_dump(mode="json")}
 
 
-def _evaluate(cfg, data, parts, state, out: Path, real: torch.Tensor, unet) -> dict:
-    """Grid + FID/KID of the EMA UNet's samples against the real training split; updates best/."""
+def _evaluate(cfg, data, parts, state, out: Path, real: torch.Tensor, unet, pool: torch.Tensor | None) -> dict:
+    """Grid + FID/KID of the EMA UNet's samples against the real training split (and the
+    pool's FID, with one); updates best/."""
     dc = cfg.diffusion
     labels = eval_labels(dc.fid_samples, data.splits["train"].labels, data.num_classes)
     images = sample(unet, dict(parts.scheduler.config), labels, [EVAL_SEED + i for i in range(len(labels))],
                     sampler=dc.sampler, steps=dc.sample_steps, guidance_scale=dc.guidance_scale)
-    row, metrics = score_samples(cfg, images, labels, real, step=state.step, out=out)
+    row, metrics = score_samples(cfg, images, labels, real, step=state.step, out=out, pool=pool)
     if metrics["fid"] < state.best_fid:
         state.best_fid, state.best_step = metrics["fid"], state.step
         save_unet(unet, out / "best", _meta(cfg, data, parts, state, metrics))
@@ -140,39 +147,40 @@ def train_diffusion(cfg: Config, *, resume: bool = False) -> Path:
     if resume:
         resume_run(accelerator, out, extra=extra, state=state)
     accelerator.init_trackers("diffusion")
-    _loop(cfg, data, accelerator, parts, state, out, extra)
+    _loop(cfg, data, generator_set(cfg, data, null=data.num_classes), accelerator, parts, state, out, extra)
     accelerator.end_training()
     return out
 
 
-def _loop(cfg: Config, data: LabeledData, accelerator, parts: DiffusionParts, state: TrainState, out: Path, extra) -> None:
+def _loop(cfg: Config, data: LabeledData, gs: GeneratorSet, accelerator, parts: DiffusionParts, state: TrainState,
+          out: Path, extra) -> None:
     dc = cfg.diffusion
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     per_proc = max(1, dc.batch_size // world)
-    images = torch.from_numpy(data.splits["train"].images).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W) uint8
-    labels = torch.from_numpy(data.splits["train"].labels)
 
     def step_fn(step: int) -> tuple[dict, int]:
-        idx = batch_indices(cfg.seed, step, len(labels), per_proc, world, rank)
-        x0 = images[idx].to(device).float().div(127.5).sub(1)
+        idx = set_indices(gs, cfg.seed, step, per_proc, world, rank)
+        x0 = gs.images[idx].to(device).float().div(127.5).sub(1)
+        w = None if gs.weights is None else gs.weights[idx].to(device)
         parts.unet.train()
         g = step_generator(cfg.seed, step, rank, device, stream=1)
-        return _train_step(parts, accelerator, x0, labels[idx].to(device), g, dc, data.num_classes), per_proc * world
+        return _train_step(parts, accelerator, x0, gs.labels[idx].to(device), g, dc, data.num_classes, w), per_proc * world
 
     run_steps(accelerator, state, total=dc.steps, desc="train-diffusion", out=out, step_fn=step_fn,
-              after_fn=lambda row, img_s, bar: _after_step(cfg, data, accelerator, parts, state, out, extra, row, img_s, bar),
+              after_fn=lambda row, img_s, bar: _after_step(cfg, data, gs, accelerator, parts, state, out, extra, row,
+                                                           img_s, bar),
               watch=FiniteWatch({"loss": "diffusion"}),
               sync_at=lambda step: due(step, dc.steps, dc.log_every, dc.eval_every, dc.checkpoint_every))
 
 
-def _after_step(cfg, data, accelerator, parts, state, out, extra, row, img_s, bar) -> None:
+def _after_step(cfg, data, gs, accelerator, parts, state, out, extra, row, img_s, bar) -> None:
     dc, step = cfg.diffusion, state.step
     is_eval = due(step, dc.steps, dc.eval_every)
     if is_eval:
         if accelerator.is_main_process:
             unet = ema_unet(parts, accelerator)
             real = torch.from_numpy(data.splits["train"].images).permute(0, 3, 1, 2)
-            row |= _evaluate(cfg, data, parts, state, out, real, unet)
+            row |= _evaluate(cfg, data, parts, state, out, real, unet, gs.pool_reference)
             save_unet(unet, out / "last", _meta(cfg, data, parts, state, None))
         accelerator.wait_for_everyone()
     if due(step, dc.steps, dc.log_every) or is_eval:

@@ -19,8 +19,8 @@ from genaug.generators import save_generator
 from genaug.generators.dcgan import Discriminator, Generator, aux_loss, d_loss, g_loss
 from genaug.generators.diffaugment import diff_augment, parse_policy
 from genaug.runs import config_hash
-from genaug.training import (FiniteWatch, TrainState, due, eval_labels, batch_indices, log_metrics, make_accelerator,
-                             run_steps, save_checkpoint, score_samples, step_generator,
+from genaug.training import (FiniteWatch, GeneratorSet, TrainState, due, eval_labels, generator_set, log_metrics,
+                             make_accelerator, run_steps, save_checkpoint, score_samples, set_indices, step_generator,
                              to_uint8, start_run, resume_run)
 
 EVAL_SEED = 2024
@@ -86,11 +86,14 @@ def generate(G: torch.nn.Module, labels: torch.Tensor, seeds: list[int], z_dim: 
     return torch.cat(out)
 
 
-def _evaluate(cfg: Config, data: LabeledData, ema_G, state: TrainState, out: Path, real: torch.Tensor) -> dict:
-    """Grid + FID/KID of the EMA generator against the real training split; updates best/."""
+def _evaluate(cfg: Config, data: LabeledData, ema_G, state: TrainState, out: Path, real: torch.Tensor,
+              pool: torch.Tensor | None = None) -> dict:
+    """Grid + FID/KID of the EMA generator against the real training split (and the
+    pool's FID, with one); updates best/."""
     labels = eval_labels(cfg.gan.fid_samples, data.splits["train"].labels, data.num_classes)
     images = generate(ema_G, labels, [EVAL_SEED + i for i in range(len(labels))], cfg.gan.z_dim)
-    row, metrics = score_samples(cfg, images, labels, real, step=state.step, out=out, extractor=cfg.gan.fid_extractor)
+    row, metrics = score_samples(cfg, images, labels, real, step=state.step, out=out, extractor=cfg.gan.fid_extractor,
+                                 pool=pool)
     if metrics["fid"] < state.best_fid:
         state.best_fid, state.best_step = metrics["fid"], state.step
         save_generator(ema_G, out / "best", architecture="dcgan", meta=_meta(cfg, data, state, metrics))
@@ -170,24 +173,24 @@ def train_gan(cfg: Config, *, resume: bool = False) -> Path:
     if resume:
         resume_run(accelerator, out, extra={"ema": parts.ema}, state=state)
     accelerator.init_trackers("gan")
-    _loop(cfg, data, accelerator, parts, state, out)
+    _loop(cfg, data, generator_set(cfg, data, null=None), accelerator, parts, state, out)
     accelerator.end_training()
     return out
 
 
-def _loop(cfg: Config, data: LabeledData, accelerator, parts: GanParts, state: TrainState, out: Path) -> None:
+def _loop(cfg: Config, data: LabeledData, gs: GeneratorSet, accelerator, parts: GanParts, state: TrainState,
+          out: Path) -> None:
+    """``gs``: the labeled split, plus confidently pseudo-labeled pool images with their
+    pseudo-labels (the projection and auxiliary heads see them as that class)."""
     gc = cfg.gan
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     per_proc = max(1, gc.batch_size // world)
-    train = data.splits["train"]
-    images = torch.from_numpy(train.images).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W) uint8
-    labels = torch.from_numpy(train.labels)
-    real_u8 = images  # FID reference: the real training split only
+    real_u8 = gs.images[: gs.n_labeled]  # FID reference: the real (labeled) training split
 
     def step_fn(step: int) -> tuple[dict, int]:
-        idx = batch_indices(cfg.seed, step, len(labels), per_proc, world, rank)
-        real = images[idx].to(device).float().div(127.5).sub(1)
-        y = labels[idx].to(device)
+        idx = set_indices(gs, cfg.seed, step, per_proc, world, rank)
+        real = gs.images[idx].to(device).float().div(127.5).sub(1)
+        y = gs.labels[idx].to(device)
         g = step_generator(cfg.seed, step, rank, device, stream=1)
         parts.G.train()
         row = _d_step(parts, accelerator, real, y, torch.randn(per_proc, gc.z_dim, device=device, generator=g), g, gc.loss)
@@ -195,17 +198,18 @@ def _loop(cfg: Config, data: LabeledData, accelerator, parts: GanParts, state: T
         return row, per_proc * world
 
     run_steps(accelerator, state, total=gc.steps, desc="train-gan", out=out, step_fn=step_fn,
-              after_fn=lambda row, img_s, bar: _after_step(cfg, data, accelerator, parts, state, out, real_u8, row, img_s, bar),
+              after_fn=lambda row, img_s, bar: _after_step(cfg, data, accelerator, parts, state, out, real_u8, row, img_s, bar,
+                                                           gs.pool_reference),
               watch=FiniteWatch({"loss_d": "discriminator", "loss_g": "generator"}),
               sync_at=lambda step: due(step, gc.steps, gc.log_every, gc.eval_every, gc.checkpoint_every))
 
 
-def _after_step(cfg, data, accelerator, parts, state, out, real_u8, row, img_s, bar) -> None:
+def _after_step(cfg, data, accelerator, parts, state, out, real_u8, row, img_s, bar, pool=None) -> None:
     gc, step = cfg.gan, state.step
     is_eval, is_log = due(step, gc.steps, gc.eval_every), due(step, gc.steps, gc.log_every)
     if is_eval:
         if accelerator.is_main_process:
-            row |= _evaluate(cfg, data, parts.ema.module, state, out, real_u8)
+            row |= _evaluate(cfg, data, parts.ema.module, state, out, real_u8, pool)
             save_generator(parts.ema.module, out / "last", architecture="dcgan", meta=_meta(cfg, data, state, None))
         accelerator.wait_for_everyone()
     if is_log or is_eval:

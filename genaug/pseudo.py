@@ -1,0 +1,125 @@
+"""Pseudo-labels for the unlabeled pool (SPEC §2, §3; DPT-style semi-supervised generation).
+
+The judge — trained on the labeled split only, optionally improved on the pool by
+FixMatch-style self-training (:func:`self_train`) — labels every pool image. The labels
+and confidences go to ``runs/<run>/judge/pool_labels.jsonl`` (one line per image: id,
+label, confidence) next to ``pool_labels.json`` (the judge key they belong to, counts),
+so every stage (generator training, the control rows of eval-classifier) reads the same
+labels and a changed judge or pool relabels.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import PartialState
+
+from genaug.config import Config
+from genaug.data.base import LabeledData
+from genaug.io import atomic_write_json, atomic_write_text, read_jsonl
+
+LABELS, LABELS_META = "pool_labels.jsonl", "pool_labels.json"
+
+
+@dataclass
+class PoolLabels:
+    ids: list[str]
+    labels: np.ndarray  # (N,) int64, the judge's argmax
+    confidence: np.ndarray  # (N,) float, the judge's probability of that label
+
+    def confident(self, threshold: float) -> np.ndarray:
+        """Indices of pool images whose pseudo-label has confidence >= ``threshold``."""
+        return np.flatnonzero(self.confidence >= threshold)
+
+    def conditioning(self, threshold: float, null: int) -> np.ndarray:
+        """The label a generator trains each pool image with: its pseudo-label when
+        confident, else ``null`` (the classifier-free-guidance null class)."""
+        return np.where(self.confidence >= threshold, self.labels, null)
+
+
+def ensure_pool_labels(cfg: Config, data: LabeledData) -> PoolLabels | None:
+    """The pool's pseudo-labels (None without a pool), labeling it with the run's judge
+    when missing or stale (on rank 0 under ``accelerate launch``; the others wait)."""
+    if data.unlabeled is None:
+        return None
+    from genaug.judge import ensure_judge, judge_key
+
+    judge_dir, state = ensure_judge(cfg, data), PartialState()
+    meta_path = judge_dir / LABELS_META
+    if state.is_main_process:
+        fresh = meta_path.is_file() and json.loads(meta_path.read_text()).get("key") == judge_key(cfg)
+        if not fresh:
+            _label_pool(cfg, data, judge_dir)
+    state.wait_for_everyone()
+    rows = read_jsonl(judge_dir / LABELS)
+    if [r["id"] for r in rows] != data.unlabeled.ids:
+        raise AssertionError(f"{judge_dir / LABELS} does not match the pool")  # written from this pool just above
+    return PoolLabels([r["id"] for r in rows], np.array([r["label"] for r in rows], dtype=np.int64),
+                      np.array([r["confidence"] for r in rows], dtype=np.float64))
+
+
+def _label_pool(cfg: Config, data: LabeledData, judge_dir: Path) -> None:
+    from genaug.judge import judge_key, load_judge, predict
+
+    model, meta = load_judge(judge_dir)
+    probs = predict(model, torch.from_numpy(data.unlabeled.images).permute(0, 3, 1, 2), meta["in_chans"])  # (N, K)
+    labels, conf = probs.argmax(1), probs.max(1)
+    text = "".join(json.dumps({"id": i, "label": int(y), "confidence": round(float(c), 6)}) + "\n"
+                   for i, y, c in zip(data.unlabeled.ids, labels, conf))
+    atomic_write_text(judge_dir / LABELS, text)
+    atomic_write_json(judge_dir / LABELS_META, {
+        "key": judge_key(cfg), "n": len(labels), "per_class": np.bincount(labels, minlength=data.num_classes).tolist(),
+        "mean_confidence": float(conf.mean()), "judge_val_accuracy": meta["val_accuracy"]})
+    print(f"pseudo-labeled {len(labels)} pool images (mean confidence {conf.mean():.3f}; judge val accuracy "
+          f"{meta['val_accuracy']:.4f}); labels in {judge_dir / LABELS}")
+
+
+def self_train(cfg: Config, data: LabeledData, model: torch.nn.Module, opt_factory, gen: torch.Generator,
+               evaluate) -> list[dict]:
+    """FixMatch-style rounds (Sohn et al. 2020) on the pool: each of ``judge.self_training``
+    rounds trains ``judge.steps`` more steps on labeled batches (shifted) plus pool
+    batches whose weak view (shifted) predicts a class with probability >=
+    ``judge.self_training_threshold``; that pseudo-label trains the strong view (shift +
+    two RandAugment ops). ``evaluate(model) -> val accuracy`` picks the best round;
+    returns one row per round. The model ends with the last round's weights; the
+    caller keeps the best."""
+    from genaug.evaluate.train import rand_augment
+    from genaug.judge import random_shift, to_input
+    from genaug.progress import progress
+
+    jc, ch = cfg.judge, data.channels
+    train, pool = data.splits["train"], data.unlabeled
+    x_l = torch.from_numpy(train.images).permute(0, 3, 1, 2)  # (N, C, H, W) uint8
+    y_l = torch.from_numpy(train.labels)
+    x_u = torch.from_numpy(pool.images).permute(0, 3, 1, 2)  # (M, C, H, W) uint8
+    rows = []
+    for rnd in range(1, jc.self_training + 1):
+        opt, sched = opt_factory()
+        masked, bar = [], progress(range(jc.steps), desc=f"judge self-training {rnd}", unit="step", leave=False)
+        for step in bar:
+            model.train()
+            il = torch.randint(0, len(y_l), (jc.batch_size,), generator=gen)
+            iu = torch.randint(0, len(x_u), (jc.batch_size,), generator=gen)
+            with torch.no_grad():
+                weak = F.softmax(model(random_shift(to_input(x_u[iu], ch), gen)), dim=1)
+            conf, pseudo = weak.max(1)
+            mask = (conf >= jc.self_training_threshold).float()
+            strong = to_input(rand_augment(random_shift(x_u[iu].float(), gen).round().to(torch.uint8), gen), ch)
+            loss_l = F.cross_entropy(model(random_shift(to_input(x_l[il], ch), gen)), y_l[il], label_smoothing=0.1)
+            loss_u = (F.cross_entropy(model(strong), pseudo, reduction="none") * mask).mean()
+            loss = loss_l + jc.self_training_weight * loss_u
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step(step + 1)
+            masked.append(mask.mean())
+        acc = evaluate(model)
+        rows.append({"round": rnd, "val_accuracy": acc, "confident_share": float(torch.stack(masked).mean())})
+        print(f"judge self-training round {rnd}: val accuracy {acc:.4f}, "
+              f"{rows[-1]['confident_share']:.2f} of pool draws confident")
+    return rows
