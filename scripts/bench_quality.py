@@ -134,7 +134,7 @@ def fill_near_copies(args, results: list[dict]) -> bool:
     """Add the near-copy column to results measured before it existed; True if any changed."""
     changed = False
     for r in results:
-        for name, run in run_names(r["k"], r["generator"]).items():
+        for name, run in run_names(r["k"], r["generator"], bool(r.get("pool"))).items():
             if "near_copies" not in r[name]:
                 r[name]["near_copies"] = near_copies(args, r["k"], run)
                 changed = True
@@ -151,9 +151,60 @@ def generator_budget(args, k: int, gen: str) -> str:
             f"steps, guidance {d.guidance_scale:g}")
 
 
-def run_names(k: int, gen: str) -> dict[str, str]:
-    """The run directories of one (K, generator) setting, by synthetic set."""
+def run_names(k: int, gen: str, pool: bool = False) -> dict[str, str]:
+    """The run directories of one (K, generator) setting, by synthetic set (a pool-trained
+    generator has its filtered set only)."""
+    if pool:
+        return {"filtered": f"fm_k{k}_{gen}_pool"}
     return {"filtered": f"fm_k{k}_{gen}", "unfiltered": f"fm_k{k}_{gen}_unfiltered"}
+
+
+def pool_sets(args) -> list[str]:
+    return ["--set", f"data.unlabeled={args.pool}"] + (["--set", f"data.unlabeled_max={args.pool_max}"] if args.pool_max else [])
+
+
+def pseudo_label_accuracy(args, k: int, run: str) -> dict:
+    """How right the judge's pseudo-labels of the pool are, and how many pass the
+    threshold: measured here (the benchmark's pool is 'rest', whose true labels exist
+    in splits.json's held-out list); genaug itself never reads them."""
+    import numpy as np
+
+    from genaug.io import read_jsonl
+
+    splits = json.loads((Path(args.runs_dir) / run / "splits.json").read_text())
+    truth = dict(zip(splits["held_out"]["ids"], splits["held_out"]["labels"]))
+    rows = read_jsonl(Path(args.runs_dir) / run / "judge" / "pool_labels.jsonl")
+    cfg = _cfg(args, k, run)
+    right = np.array([truth[r["id"]] == r["label"] for r in rows])
+    conf = np.array([r["confidence"] for r in rows]) >= cfg.pool.threshold
+    judge = json.loads((Path(args.runs_dir) / run / "judge" / "judge.json").read_text())
+    return {"n": len(rows), "accuracy": round(float(right.mean()), 4), "confident": int(conf.sum()),
+            "confident_accuracy": round(float(right[conf].mean()), 4) if conf.any() else None,
+            "threshold": cfg.pool.threshold, "judge_val_accuracy": judge["val_accuracy"],
+            "self_training": judge.get("self_training")}
+
+
+def pool_setting(args, k: int, gen: str) -> dict:
+    """A generator trained on the K-shot split + the unlabeled pool, evaluated with the
+    pool's control rows (pseudo-labeled pool, pool + synthetic) and the oracle."""
+    run = run_names(k, gen, pool=True)["filtered"]
+    common = ["--set", f"data.real_per_class={k}", "--set", f"sample.generator={gen}", "--set", f"eval.seeds={args.seeds}",
+              "--set", f"seed={args.seed}", *pool_sets(args)]
+    log = Path(args.runs_dir) / f"{run}.log"
+    t0 = time.perf_counter()
+    genaug(args, "pipeline", "--run", run, *common, log=log)
+    result = {"k": k, "generator": gen, "pool": args.pool, "pool_max": args.pool_max,
+              "seconds": round(time.perf_counter() - t0, 1), "command": command(args), "device": device_name(),
+              "date": time.strftime("%Y-%m-%d"), "budget": generator_budget(args, k, gen)}
+    real, classes = kshot_train(args, k)
+    metrics = json.loads((Path(args.runs_dir) / run / "eval" / "metrics.json").read_text())
+    result["filtered"] = {"metrics": {key: metrics.get(key) for key in ("settings", "seeds", "real", "synthetic", "model",
+                                                                        "steps", "batch_size", "baselines", "arms",
+                                                                        "oracle", "pool")},
+                          "fidelity": fid_columns(args, run, k, run, metrics["synthetic"]["ids_hash"], real, classes),
+                          "near_copies": near_copies(args, k, run)}
+    result["pseudo_labels"] = pseudo_label_accuracy(args, k, run)
+    return result
 
 
 def one_setting(args, k: int, gen: str) -> dict:
@@ -183,6 +234,7 @@ def command(args) -> str:
     return "python scripts/bench_quality.py " + " ".join(
         [f"--per-class {' '.join(map(str, args.per_class))}", f"--generators {' '.join(args.generators)}",
          f"--seeds {args.seeds}"] + ([f"--config {args.config}"] if args.config != CONFIG else [])
+        + ([f"--pool {args.pool}"] + ([f"--pool-max {args.pool_max}"] if args.pool_max else []) if args.pool else [])
         + [f"--set {kv}" for kv in args.set or []])
 
 
@@ -196,9 +248,10 @@ def device_name() -> str:
 
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
     """``old`` with every (K, generator) result of ``new`` replacing or joining it."""
-    fresh = {(r["k"], r["generator"]): r for r in new}
-    kept = [r for r in old if (r["k"], r["generator"]) not in fresh]
-    return sorted(kept + list(fresh.values()), key=lambda r: (r["k"], r["generator"]))
+    key = lambda r: (r["k"], r["generator"], r.get("pool") or "")
+    fresh = {key(r): r for r in new}
+    kept = [r for r in old if key(r) not in fresh]
+    return sorted(kept + list(fresh.values()), key=key)
 
 
 def auto_choice(settings: list[dict]) -> dict:
@@ -231,8 +284,78 @@ def oracle_cell(metrics: dict, mix: float) -> str:
     return f"{ci(o['gain_acc'], True)}; " + (f"{c['share']:.2f}" if c.get("share") is not None else "n/a")
 
 
+def _pool_row(label: str, n, s: dict, extra: str = "") -> str:
+    gain = ci(s["gain_acc"], True) if s.get("gain_acc") else "— (baseline)"
+    return f"| {label} | {n} | {ci(s['test_acc'])} | {ci(s['test_f1'])} | {gain} | {extra} |"
+
+
+def pool_table(pooled: list[dict], plain: list[dict]) -> list[str]:
+    """Markdown for the pool-trained generators: per K the strong baseline, the oracle,
+    the pseudo-labeled pool, the labeled-only generators (from ``plain``, when their
+    baseline runs agree bit for bit) and the pool-trained ones, alone and with the pool."""
+    lines = []
+    for k in sorted({r["k"] for r in pooled}):
+        group = [r for r in pooled if r["k"] == k]
+        m0, p0 = group[0]["filtered"]["metrics"], group[0]["pseudo_labels"]
+        base = m0["settings"][0]
+        pool = m0.get("pool") or {}
+        lines += [f"**K = {k} real images per class + unlabeled pool** ({m0['real']['train']} labeled training images; pool "
+                  f"`{group[0]['pool']}`, {p0['n']:,} images (cap {group[0].get('pool_max') or 'none'}); classifier "
+                  f"{m0['model']}, {m0['steps']} steps x {m0['batch_size']}; test: official 10k)", "",
+                  f"- pseudo-labels (measured by the benchmark from the pool's true labels, which genaug never reads): "
+                  f"judge val accuracy {p0['judge_val_accuracy']:.4f}; all {p0['n']:,} pool images {p0['accuracy']:.4f} "
+                  f"correct; {p0['confident']:,} at confidence >= {p0['threshold']:g}, of which "
+                  f"{p0['confident_accuracy'] if p0['confident_accuracy'] is not None else 'n/a'} correct"]
+        lines += [f"- {r['generator'].upper()} (pool-trained): {r['budget']}" for r in group]
+        lines += ["", "| rows | extra images | test accuracy [95% CI] | macro-F1 [95% CI] | paired gain over the strong "
+                  "baseline [95% CI] | near-copies; FID / KID (judge) |", "|---|---|---|---|---|---|",
+                  _pool_row("real only + RandAugment, class-balanced draws (strong baseline)", 0, base)]
+        for s in (m0.get("oracle") or {}).get("settings", []):
+            lines.append(_pool_row(f"oracle (held-out real, true labels), mix {s['mix']:g}", m0["oracle"]["n"], s))
+        for s in pool.get("settings", []):
+            lines.append(_pool_row(f"+ pseudo-labeled pool (no generator), mix {s['mix']:g}", pool["n"], s))
+        for r in [r for r in plain if r["k"] == k]:
+            other = r["filtered"]["metrics"]["settings"]
+            if json.dumps(other[0]["test_acc"], sort_keys=True) != json.dumps(base["test_acc"], sort_keys=True):
+                continue  # not the same baseline runs: its gains are not paired with these rows
+            part = r["filtered"]
+            for s in other[1:]:
+                lines.append(_pool_row(f"+ {r['generator'].upper()} trained on the labeled split only, mix {s['mix']:g}",
+                                       part["metrics"]["synthetic"]["n"], s, _fidelity_cell(part)))
+        for r in group:
+            part, m = r["filtered"], r["filtered"]["metrics"]
+            g = r["generator"].upper()
+            for s in m["settings"][1:]:
+                lines.append(_pool_row(f"+ {g} trained on labeled + pool, mix {s['mix']:g}", m["synthetic"]["n"], s,
+                                       _fidelity_cell(part)))
+            over = (m.get("pool") or {}).get("synthetic_over_pool") or {}
+            for s in (m.get("pool") or {}).get("pool_synthetic", []):
+                extra = f"on top of the pool alone: {ci(over[str(s['mix'])], True)}" if str(s["mix"]) in over else ""
+                lines.append(_pool_row(f"+ pool + {g} (pool-trained) synthetic, mix {s['mix']:g}",
+                                       (m.get("pool") or {}).get("n", 0) + m["synthetic"]["n"], s, extra))
+        lines.append("")
+    if pooled:
+        lines.append("Pool rows: one generator per K and kind trained on the K-shot split plus the unlabeled pool "
+                     "(confident pseudo-labels condition it; the diffusion model takes the rest as its null class). "
+                     "\"Pseudo-labeled pool\" puts pool images with the judge's labels in the same slots with no "
+                     "generator; \"pool + synthetic\" splits the slots evenly between the two, and its last column is "
+                     "its paired gain over the pool alone. Labeled-only generator rows are shown only when their "
+                     "baseline runs equal these bit for bit, so every gain in a block is paired by classifier seed.")
+    return lines
+
+
+def _fidelity_cell(part: dict) -> str:
+    nc = part.get("near_copies", {}).get("share")
+    judge = part.get("fidelity", {}).get("judge")
+    return (f"{nc:.2f}" if nc is not None else "—") + (f"; {judge['fid']:.2f} / {judge['kid']:.4f}" if judge else "")
+
+
 def table(results: list[dict], args) -> str:
     """Markdown: one block per K; each result names the command, device and date it ran with."""
+    pooled = [r for r in results if r.get("pool")]
+    results = [r for r in results if not r.get("pool")]
+    if not results:
+        return "\n".join(["### With an unlabeled pool (issue #19)", ""] + pool_table(pooled, results))
     runs = sorted({(r.get("command", command(args)), r.get("device", "?"), r.get("date", "?")) for r in results})
     seeds = "/".join(str(n) for n in sorted({len(r["filtered"]["metrics"]["seeds"]) for r in results}))
     lines = [f"Runs: {seeds} classifier seeds per row (paired across rows), one generator per K and generator kind "
@@ -287,6 +410,11 @@ def table(results: list[dict], args) -> str:
                  "same slots filled with held-out real Fashion-MNIST training images (as many per class as the "
                  "synthetic set), the ceiling a perfect generator could reach; share captured = synthetic gain / "
                  "oracle gain, n/a when the oracle's interval includes 0.")
+    if pooled:
+        pool_runs = sorted({(r["command"], r["device"], r["date"]) for r in pooled})
+        lines += ["", "### With an unlabeled pool (issue #19)", "", "Rows come from:", ""]
+        lines += [f"- `{cmd}` on {dev}, {date}" for cmd, dev, date in pool_runs]
+        lines += [""] + pool_table(pooled, results)
     return "\n".join(lines)
 
 
@@ -303,21 +431,32 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--fid-extractors", nargs="+", default=["inception", "judge"], choices=["inception", "judge"])
     ap.add_argument("--write", default=None, help="markdown file whose bench_quality section is replaced")
     ap.add_argument("--table-only", action="store_true", help="rebuild the table from <runs-dir>/quality.json")
+    ap.add_argument("--pool", default=None, help="train pool-aware generators with this data.unlabeled (e.g. rest) "
+                    "instead of the labeled-only settings; adds the pseudo-labeled-pool and pool + synthetic rows")
+    ap.add_argument("--merge-from", nargs="+", default=None, help="other quality.json files to merge into this one "
+                    "first (theirs are replaced by this runs dir's results for the same setting)")
+    ap.add_argument("--pool-max", type=int, default=None, help="data.unlabeled_max for --pool (seeded cap)")
     args = ap.parse_args(argv)
     import torch
 
     from bench_speed import write_section
 
     out = Path(args.runs_dir) / "quality.json"
+    results: list[dict] = json.loads(out.read_text()) if out.exists() else []
+    for other in args.merge_from or []:  # results measured under another runs dir (e.g. a run on the other core)
+        results = merge(json.loads(Path(other).read_text()), results)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=1))
     if args.table_only:
         results = json.loads(out.read_text())
         if fill_near_copies(args, results):
             out.write_text(json.dumps(results, indent=1))
     else:
-        results = json.loads(out.read_text()) if out.exists() else []
         for k in args.per_class:
             for gen in args.generators:
-                results = merge(results, [one_setting(args, k, gen)])
+                new = pool_setting(args, k, gen) if args.pool else one_setting(args, k, gen)
+                # re-read before writing: another invocation may have merged its rows meanwhile
+                results = merge(json.loads(out.read_text()) if out.exists() else [], [new])
                 out.write_text(json.dumps(results, indent=1))
                 print(f"K={k} {gen}: done", file=sys.stderr, flush=True)
     gpu = torch.cuda.is_available()
