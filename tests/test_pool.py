@@ -1,0 +1,270 @@
+"""The unlabeled pool (issue 19): data.unlabeled as data, pseudo-labels, generators that
+learn from it, resumption, and the control rows of eval-classifier."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from genaug.config import load_config
+from genaug.data import load_data
+from genaug.errors import DataError
+from genaug.io import read_jsonl
+
+from stages import genaug, ok
+
+ROOT = Path(__file__).parents[1]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+POOL = ["data.unlabeled=rest", "data.unlabeled_max=300"]
+
+
+def cfg_for(tmp_path, *extra):
+    return load_config(SMOKE, [f"paths.runs_dir={tmp_path}/runs", f"paths.gen_dir={tmp_path}/gen", *POOL, *extra])
+
+
+# --- the pool as data ----------------------------------------------------------------------
+
+def test_data_info_shows_labeled_split_and_pool(run_cli):
+    res = run_cli("data", "info", "mnist5k", "--set", "data.real_per_class=10", "--set", "data.unlabeled=rest")
+    assert res.exit_code == 0, res.output
+    assert "splits: train 100, val 400, test 1000" in res.output
+    # 3,600 training-pool images, 100 of them labeled: the rest is the pool
+    assert "unlabeled pool: 3500 images from rest" in res.output
+
+
+def test_rest_pool_is_the_left_out_training_images_never_val_or_test():
+    data = load_data(load_config(None, ["data.imbalance=null", "data.real_per_class=10", "data.unlabeled=rest"]).data)
+    pool = set(data.unlabeled.ids)
+    assert len(pool) == 3500 and (data.unlabeled.labels == -1).all()  # labels dropped
+    assert not pool & set(data.splits["train"].ids)
+    assert not pool & (set(data.splits["val"].ids) | set(data.splits["test"].ids))
+    assert data.membership()["unlabeled"]["ids"] == data.unlabeled.ids  # recorded in splits.json
+
+
+def test_pool_cap_is_seeded_and_does_not_change_the_labeled_splits():
+    base = load_data(load_config(None, ["data.imbalance=null", "data.real_per_class=10"]).data)
+    a = load_data(load_config(None, ["data.imbalance=null", "data.real_per_class=10", "data.unlabeled=rest", "data.unlabeled_max=50"]).data)
+    b = load_data(load_config(None, ["data.imbalance=null", "data.real_per_class=10", "data.unlabeled=rest", "data.unlabeled_max=50"]).data)
+    assert len(a.unlabeled) == 50 and a.unlabeled.ids == b.unlabeled.ids
+    for name in ("train", "val", "test"):
+        assert a.splits[name].ids == base.splits[name].ids
+
+
+def _export(data, split: str, out: Path, n: int) -> list[Path]:
+    from genaug.data.tools import _png_bytes
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = out / f"{split}_{i}.png"
+        p.write_bytes(_png_bytes(data.splits[split].images[i]))
+        paths.append(p)
+    return paths
+
+
+def test_folder_pool_any_layout_drops_labeled_images_and_refuses_val(tmp_path, run_cli):
+    data = load_data(load_config(None, ["data.imbalance=null", "data.real_per_class=10"]).data)
+    root = tmp_path / "pool"
+    _export(data, "train", root / "a" / "deep", 3)  # labeled training images: dropped, counted
+    rest = data.held_out
+    from genaug.data.tools import _png_bytes
+
+    for i in range(5):
+        (root / f"x{i}.png").write_bytes(_png_bytes(rest.images[i]))
+    res = run_cli("data", "info", "mnist5k", "--set", "data.real_per_class=10", "--set", f"data.unlabeled={root}")
+    assert res.exit_code == 0, res.output
+    assert "unlabeled pool: 5 images" in res.output and "8 found, 3 dropped as labeled" in res.output
+    _export(data, "val", root / "b", 1)
+    res = run_cli("data", "info", "mnist5k", "--set", "data.real_per_class=10", "--set", f"data.unlabeled={root}")
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    line = res.output.strip()
+    assert len(line.splitlines()) == 1 and "b/val_0.png is the val image" in line, line
+
+
+def test_same_source_split_overlapping_val_is_refused():
+    with pytest.raises(DataError, match="val image"):
+        load_data(load_config(None, ["data.imbalance=null", "data.real_per_class=10", "data.unlabeled=mnist5k:train"]).data)
+
+
+def test_unknown_pool_is_one_line(run_cli):
+    res = run_cli("data", "info", "mnist5k", "--set", "data.unlabeled=/no/such/folder")
+    assert res.exit_code != 0 and "not 'rest', a built-in SOURCE:SPLIT or a folder" in res.output
+
+
+def test_rest_without_anything_left_out_is_an_error():
+    with pytest.raises(DataError, match="no training-pool images are left out"):
+        load_data(load_config(None, ["data.imbalance=null", "data.unlabeled=rest"]).data)
+
+
+def test_pool_settings_off_keep_the_hashes_of_runs_made_before_them():
+    from genaug.io import stable_hash
+    from genaug.runs import config_hash
+
+    cfg = load_config(SMOKE)
+    dump = cfg.model_dump(mode="json")
+    for key in ("unlabeled", "unlabeled_max"):
+        dump["data"].pop(key)
+    for key in ("self_training", "self_training_threshold", "self_training_weight"):
+        dump["judge"].pop(key)
+    assert config_hash(cfg, "data", "judge") == stable_hash({"data": dump["data"], "judge": dump["judge"]})
+    assert config_hash(load_config(SMOKE, POOL), "data") != config_hash(cfg, "data")
+
+
+# --- batches and losses ---------------------------------------------------------------------
+
+def _gs(n_labeled=20, n_pool=100, share=0.5):
+    from genaug.training import GeneratorSet
+
+    return GeneratorSet(torch.zeros(n_labeled + n_pool, 1, 4, 4, dtype=torch.uint8), torch.zeros(n_labeled + n_pool).long(),
+                        torch.ones(n_labeled + n_pool), n_labeled, share)
+
+
+def test_without_a_pool_batches_are_drawn_exactly_as_before():
+    from genaug.training import batch_indices, set_indices
+
+    gs = _gs(n_pool=0, share=0.0)
+    for step in range(5):
+        assert torch.equal(set_indices(gs, 3, step, 16, 1, 0), batch_indices(3, step, 20, 16, 1, 0))
+
+
+def test_pool_share_of_each_batch_and_ranks_split_one_global_batch():
+    from genaug.training import set_indices
+
+    gs = _gs(share=0.25)
+    idx = set_indices(gs, 0, 7, 32, 1, 0)
+    assert int((idx >= 20).sum()) == 8 and int((idx < 20).sum()) == 24
+    halves = torch.cat([set_indices(gs, 0, 7, 16, 2, 0), set_indices(gs, 0, 7, 16, 2, 1)])
+    assert torch.equal(halves, idx)
+
+
+def test_generator_set_conditions_confident_pool_images_only(tmp_path):
+    from genaug.pseudo import PoolLabels
+    from genaug.training import generator_set
+
+    cfg = cfg_for(tmp_path, "pool.threshold=0.5")
+    data = load_data(cfg.data)
+    conf = np.linspace(0, 1, len(data.unlabeled))
+    fake = PoolLabels(data.unlabeled.ids, np.arange(len(conf)) % 10, conf)
+    import genaug.pseudo
+
+    orig = genaug.pseudo.ensure_pool_labels
+    genaug.pseudo.ensure_pool_labels = lambda c, d: fake
+    try:
+        diffusion = generator_set(cfg, data, null=10)
+        gan = generator_set(cfg, data, null=None)
+    finally:
+        genaug.pseudo.ensure_pool_labels = orig
+    n = len(data.splits["train"])
+    confident = int((conf >= 0.5).sum())
+    assert diffusion.n_pool == len(conf) and int((diffusion.labels[n:] == 10).sum()) == len(conf) - confident
+    assert gan.n_pool == confident and int((gan.labels[n:] == 10).sum()) == 0
+    assert torch.equal(gan.labels[n:], torch.from_numpy(fake.labels[conf >= 0.5]))
+
+
+def test_weighted_diffusion_loss_with_unit_weights_is_the_plain_mean(tmp_path):
+    from genaug.data import load_data as load
+    from genaug.generators.diffusion_train import _init, _train_step
+    from genaug.training import make_accelerator, step_generator
+
+    cfg = load_config(SMOKE, [f"paths.runs_dir={tmp_path}/runs"])
+    data = load(cfg.data)
+    x0 = torch.from_numpy(data.splits["train"].images[:8]).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    y = torch.from_numpy(data.splits["train"].labels[:8])
+    losses = []
+    for w in (None, torch.ones(8)):
+        accelerator = make_accelerator(tmp_path / "acc", "no")
+        parts = _init(cfg, data, accelerator)
+        g = step_generator(0, 0, 0, torch.device("cpu"), stream=1)
+        losses.append(float(_train_step(parts, accelerator, x0, y, g, cfg.diffusion, 10, w)["loss"]))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+# --- pseudo-labels, generators, resumption ------------------------------------------------------
+
+def test_train_gan_with_pool_writes_pool_labels_and_pool_fid(tmp_path):
+    proc = ok(genaug(tmp_path, "train-gan", sets=[*POOL, "pool.threshold=0.1"]))
+    judge = tmp_path / "runs/smoke/judge"
+    rows = read_jsonl(judge / "pool_labels.jsonl")
+    splits = json.loads((tmp_path / "runs/smoke/splits.json").read_text())
+    assert [r["id"] for r in rows] == splits["unlabeled"]["ids"] and len(rows) == 300
+    assert all(0 <= r["label"] < 10 and 0 < r["confidence"] <= 1 for r in rows)
+    assert set(splits["unlabeled"]["ids"]).isdisjoint(splits["splits"]["val"]["ids"] + splits["splits"]["test"]["ids"])
+    evals = [r for r in read_jsonl(tmp_path / "runs/smoke/gan/metrics.jsonl") if "fid" in r]
+    assert evals and all(r["fid_pool"] > 0 and r["fid_pool_n_real"] == 300 for r in evals)
+    assert "pool: 300 images" in proc.stdout
+
+
+def _kill_and_resume(tmp_path: Path, command: str, section: str, sets: list[str]) -> None:
+    ref, crash = tmp_path / "ref", tmp_path / "crash"
+    ok(genaug(ref, command, sets=sets))
+    killed = genaug(crash, command, fault="step@8", sets=sets)
+    assert killed.returncode != 0
+    ok(genaug(crash, command, "--resume", sets=sets))
+    from safetensors.torch import load_file
+
+    a = load_file(str(ref / f"runs/smoke/{section}/last/model.safetensors" if section == "gan" else
+                      ref / f"runs/smoke/{section}/last/diffusion_pytorch_model.safetensors"))
+    b = load_file(str(crash / f"runs/smoke/{section}/last/model.safetensors" if section == "gan" else
+                      crash / f"runs/smoke/{section}/last/diffusion_pytorch_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # resumption is exact
+    assert (crash / "runs/smoke/judge/pool_labels.jsonl").read_text() == (ref / "runs/smoke/judge/pool_labels.jsonl").read_text()
+
+
+def test_train_gan_with_pool_killed_then_resumed_equals_uninterrupted(tmp_path):
+    _kill_and_resume(tmp_path, "train-gan", "gan", [*POOL, "pool.threshold=0.1"])
+
+
+def test_train_diffusion_with_pool_killed_then_resumed_equals_uninterrupted(tmp_path):
+    _kill_and_resume(tmp_path, "train-diffusion", "diffusion", [*POOL, "pool.weight=0.5"])
+
+
+def test_judge_self_training_keeps_the_best_round_by_val(tmp_path):
+    from genaug.judge import train_judge
+
+    cfg = cfg_for(tmp_path, "judge.self_training=2", "judge.self_training_threshold=0.1", "judge.steps=20")
+    meta = train_judge(cfg, load_data(cfg.data), tmp_path / "judge")
+    st = meta["self_training"]
+    assert [r["round"] for r in st["rounds"]] == [1, 2] and st["pool_images"] == 300
+    assert meta["val_accuracy"] == max(st["supervised_val_accuracy"], *(r["val_accuracy"] for r in st["rounds"]))
+    assert all(0 <= r["confident_share"] <= 1 for r in st["rounds"])
+
+
+# --- control rows in eval-classifier ------------------------------------------------------------
+
+def test_eval_with_pool_has_pseudo_labeled_pool_and_pool_plus_synthetic_rows(tmp_path):
+    sets = [*POOL, "pool.threshold=0.11", "sample.per_class=4"]
+    ok(genaug(tmp_path, "train-gan", sets=sets))
+    ok(genaug(tmp_path, "sample", sets=sets))
+    proc = ok(genaug(tmp_path, "eval-classifier", sets=sets))
+    for title in ("+ pseudo-labeled pool", "+ pool + synthetic", "synthetic on top of the pseudo-labeled pool"):
+        assert title in proc.stdout, proc.stdout
+    m = json.loads((tmp_path / "runs/smoke/eval/metrics.json").read_text())
+    pool = m["pool"]
+    assert set(m["arms"]) >= {"naive", "strong", "synthetic", "pool", "pool_synthetic"}
+    assert [s["mix"] for s in pool["settings"]] == [0.5] and [s["mix"] for s in pool["pool_synthetic"]] == [0.5]
+    assert pool["n"] <= pool["pool_size"] == 300 and "gain_acc" in pool["settings"][0]
+    assert set(pool["synthetic_over_pool"]) == {"0.5"}
+    labels = {r["id"]: r for r in read_jsonl(tmp_path / "runs/smoke/judge/pool_labels.jsonl")}
+    assert pool["n"] == sum(r["confidence"] >= 0.11 for r in labels.values())
+
+
+def test_two_source_slots_draw_each_source_about_evenly(tmp_path):
+    from genaug.evaluate.data import EvalData
+    from genaug.evaluate.train import _batch, _by_class
+
+    x = torch.zeros(40, 1, 4, 4, dtype=torch.uint8)
+    y = torch.arange(40) % 2
+    ed = EvalData(["a", "b"], 1, 4, x[:4], y[:4], x[:4], y[:4], None, x, y, {"n": 40})
+    pools = (_by_class(y, 2, split=30), _by_class(y[:4], 2))  # 30 from the first source, 10 from the second
+    gens = [torch.Generator().manual_seed(k) for k in range(3)]
+    picked = []
+    for step in range(200):
+        xs, ys, used = _batch(ed, step, 1.0, 8, gens, pools, extra=torch.arange(40).view(40, 1, 1, 1).expand(40, 1, 4, 4).to(torch.uint8))
+        picked += xs[:, 0, 0, 0].tolist()
+    second = np.mean([p >= 30 for p in picked])
+    assert 0.45 < second < 0.55  # evenly by source, not by source size (which would give 0.25)
