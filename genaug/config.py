@@ -62,6 +62,9 @@ class GanConfig(Section):
 
 
 class DiffusionConfig(Section):
+    init_from: Optional[str] = Field(None, description="start from this pretrained diffusers UNet2DModel (a "
+                                     "save_pretrained folder such as runs/<run>/diffusion/best, or a hub id when online); "
+                                     "its architecture replaces block_channels / layers_per_block")
     block_channels: tuple[int, ...] = (32, 64, 64)
     layers_per_block: int = Field(1, ge=1, le=4)
     prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"  # epsilon + cosine breaks DDIM/DPM++ here

@@ -290,6 +290,20 @@ def _generator(doc: Doc, cfg: Config, best: dict | None, judge: dict | None, row
     doc.p(f"{best.get('kind')} best checkpoint: step {best['step']}"
           + (f", FID {f['fid']:.3f} ({f['extractor']} features, {f['n_fake']} samples vs {f['n_real']} real training images)"
              if f else ""))
+    if best.get("init_from"):
+        init = best["init_from"]
+        doc.p(f"Started from the pretrained UNet {init['source']} (diffusion.init_from; step {init.get('source_step')}"
+              f"{', classes ' + ', '.join(init['source_classes']) if init.get('source_classes') else ''}); class "
+              f"embedding {init['class_embedding']}; then fine-tuned on this run's training split.")
+    judge_pool = (judge or {}).get("self_training")
+    if judge_pool:
+        doc.p(f"The judge was self-trained on the unlabeled pool ({judge_pool['pool_images']} images, "
+              f"{len(judge_pool['rounds'])} FixMatch rounds): val accuracy {judge_pool['supervised_val_accuracy']:.4f} "
+              f"from the labeled split alone, {judge['val_accuracy']:.4f} kept.")
+    if any("fid_pool" in r for r in rows):
+        last = [r for r in rows if "fid_pool" in r][-1]
+        doc.p(f"Trained on the labeled split and the unlabeled pool; FID against the pool at step {last['step']}: "
+              f"{last['fid_pool']:.3f} ({last['fid_pool_n_real']} pool images).")
     doc.img("training_curves.png", _curves(rows), "Training curves: losses, FID and the judge's accuracy on samples")
 
 

@@ -54,19 +54,31 @@ class DiffusionParts:
     opt: torch.optim.Optimizer
     lr_sched: object
     scheduler: object
+    init_from: dict | None = None  # what diffusion.init_from started from, for genaug.json and the report
 
 
-def _init(cfg: Config, data: LabeledData, accelerator) -> DiffusionParts:
+def pretrained_start(cfg: Config, data: LabeledData) -> tuple[UNet2DModel, dict] | None:
+    """The ``diffusion.init_from`` UNet fitted to the data (None when unset); loaded before
+    anything trains, so a wrong source is one line at once."""
+    if not cfg.diffusion.init_from:
+        return None
+    from genaug.generators.pretrained import init_unet
+
+    return init_unet(cfg.diffusion.init_from, classes=data.classes, channels=data.channels, image_size=data.image_size)
+
+
+def _init(cfg: Config, data: LabeledData, accelerator, start: tuple[UNet2DModel, dict] | None = None) -> DiffusionParts:
     dc = cfg.diffusion
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone, not on what ran before
-    unet = build_unet(dc, num_classes=data.num_classes, channels=data.channels, image_size=data.image_size)
+    unet, init = start or (build_unet(dc, num_classes=data.num_classes, channels=data.channels,
+                                      image_size=data.image_size), None)
     opt = torch.optim.AdamW(unet.parameters(), lr=dc.lr, weight_decay=0.0)
     lr_sched = get_cosine_schedule_with_warmup(opt, num_warmup_steps=dc.warmup_steps, num_training_steps=dc.steps)
     ema = EMAModel(unet.parameters(), decay=dc.ema_decay, use_ema_warmup=True, power=3 / 4,
                    model_cls=UNet2DModel, model_config=unet.config)
     unet, opt, lr_sched = accelerator.prepare(unet, opt, lr_sched)
     ema.to(accelerator.device)
-    return DiffusionParts(unet, ema, opt, lr_sched, noise_scheduler(dc))
+    return DiffusionParts(unet, ema, opt, lr_sched, noise_scheduler(dc), init)
 
 
 def _train_step(parts: DiffusionParts, accelerator, x0: torch.Tensor, y: torch.Tensor, g, dc, null: int,
@@ -118,7 +130,8 @@ def _meta(cfg: Config, data: LabeledData, parts: DiffusionParts, state: TrainSta
     return {"kind": "diffusion", "classes": data.classes, "null_class": data.num_classes, "step": state.step,
             "fidelity": metrics, "scheduler": dict(parts.scheduler.config),
             "sampling": {"sampler": dc.sampler, "steps": dc.sample_steps, "guidance_scale": dc.guidance_scale},
-            "config_hash": config_hash(cfg, "data", "diffusion", "seed"), "config": cfg.model_dump(mode="json")}
+            "config_hash": config_hash(cfg, "data", "diffusion", "seed"), "config": cfg.model_dump(mode="json"),
+            **({"init_from": parts.init_from} if parts.init_from else {})}
 
 
 def _evaluate(cfg, data, parts, state, out: Path, real: torch.Tensor, unet, pool: torch.Tensor | None) -> dict:
@@ -140,8 +153,9 @@ def train_diffusion(cfg: Config, *, resume: bool = False) -> Path:
     out = cfg.run_dir() / "diffusion"
     data = load_data(cfg.data)
     accelerator = make_accelerator(out, cfg.diffusion.mixed_precision)
+    start = pretrained_start(cfg, data)
     start_run(cfg, data, accelerator, out, resume=resume, section="diffusion")
-    parts = _init(cfg, data, accelerator)
+    parts = _init(cfg, data, accelerator, start)
     state = TrainState()
     extra = {"ema": EMAState(parts.ema)}
     if resume:
