@@ -62,7 +62,18 @@ def run_one(seed: int, args) -> dict:
             "strong_over_naive": metrics["baselines"]["strong_over_naive"]["acc"],
             "oracle_gain": oracle["gain_acc"] if oracle else None,
             "captured": ((metrics.get("oracle") or {}).get("captured") or {}).get(str(aug["mix"])),
-            "kept_synthetic": metrics["synthetic"]["n"], "real_train": metrics["real"]["train"]}
+            "kept_synthetic": metrics["synthetic"]["n"], "real_train": metrics["real"]["train"], **pool_columns(metrics, aug["mix"])}
+
+
+def pool_columns(metrics: dict, mix: float) -> dict:
+    """With an unlabeled pool: the pseudo-labeled pool's gain over the strong baseline, pool +
+    synthetic's, and what the synthetic images add on top of the pool (paired), at ``mix``."""
+    pool = metrics.get("pool")
+    if not pool:
+        return {}
+    at = lambda key: next((s["gain_acc"] for s in pool.get(key, []) if s["mix"] == mix), None)
+    return {"pool_gain": at("settings"), "pool_synthetic_gain": at("pool_synthetic"),
+            "synthetic_over_pool": (pool.get("synthetic_over_pool") or {}).get(str(mix)), "pool_n": pool["n"]}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -92,6 +103,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
               f"| {r['kept_synthetic']} | {r['mix']:g} | {r['naive']['mean']:.4f} | {ci(r['baseline'])} "
               f"| {ci(r['augmented'])} | {ci(r['gain'], '+')} | {ci(r['strong_over_naive'], '+')} "
               f"| {ci(r['oracle_gain'], '+')} | {share} |")
+    if any("pool_gain" in r for r in rows):
+        print("\n| base seed | pool images used | + pseudo-labeled pool gain [95% CI] | + pool + synthetic gain [95% CI] "
+              "| synthetic on top of the pool [95% CI] |\n|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['seed']} | {r.get('pool_n', '—')} | {ci(r.get('pool_gain'), '+')} | "
+                  f"{ci(r.get('pool_synthetic_gain'), '+')} | {ci(r.get('synthetic_over_pool'), '+')} |")
     print(json.dumps(rows))
     return rows
 
