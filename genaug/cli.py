@@ -214,8 +214,11 @@ def fid_cmd(cfg: Config, a: str, b: str, extractor: str, max_images: int) -> Non
 @click.option("--strategy", type=click.Choice(["full", "linear", "last_n", "attention", "lora"]), default=None)
 @click.option("--synthetic", "synthetic_dir", default=None, metavar="DIR",
               help="Evaluate this labeled ImageFolder (any generator's output) instead of gen_dataset/<run>.")
+@click.option("--replace-prob", type=click.FloatRange(0, 1, min_open=True), default=None, metavar="P",
+              help="Also run DA-Fusion's protocol: each real image replaced with probability P by one of its own "
+                   "img2img variants (eval.replace_prob).")
 @config_options
-def eval_classifier_cmd(cfg: Config, mix, seeds, model, strategy, synthetic_dir) -> None:
+def eval_classifier_cmd(cfg: Config, mix, seeds, model, strategy, synthetic_dir, replace_prob) -> None:
     """Fine-tune a timm classifier on real vs real+synthetic and report the gain (SPEC §5).
 
     \b
@@ -227,7 +230,7 @@ def eval_classifier_cmd(cfg: Config, mix, seeds, model, strategy, synthetic_dir)
     from genaug.evaluate.run import eval_dir, evaluate, results_table
 
     cfg = with_overrides(cfg, eval__mix=mix, eval__seeds=seeds, eval__model=model, eval__strategy=strategy,
-                         eval__synthetic_dir=synthetic_dir)
+                         eval__synthetic_dir=synthetic_dir, eval__replace_prob=replace_prob)
     metrics = evaluate(cfg)
     click.echo(results_table(metrics))
     click.echo(f"metrics.json, rows.jsonl and plots in {eval_dir(cfg)}")

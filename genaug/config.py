@@ -111,8 +111,31 @@ class PoolConfig(Section):
     weight: float = Field(1.0, ge=0.0, description="diffusion loss weight of a pool image (labeled images: 1)")
 
 
+class Img2ImgConfig(Section):
+    """A pretrained text-to-image img2img pipeline as the generator (``sample.generator: img2img``)."""
+
+    model: Optional[str] = Field(None, description="a diffusers (Stable-Diffusion-style) img2img pipeline folder, "
+                                 "or a hub id when online")
+    prompt: str = Field("a photo of a {name}", description="prompt template; {name} is the class name")
+    prompts: dict[str, str] = Field(default_factory=dict, description="per-class prompt overrides, by class name")
+    negative_prompt: str = ""
+    strengths: tuple[float, ...] = Field((0.25, 0.5, 0.75, 1.0), description="img2img strengths, cycled per variant")
+    guidance_scale: float = Field(7.5, ge=0.0, le=50.0)
+    steps: int = Field(25, ge=1, le=1000, description="inference steps at strength 1 (fewer at lower strength)")
+    scheduler: Literal["pipeline", "ddim", "dpm++"] = Field("pipeline", description="the pipeline's own, or replace it")
+    resolution: Optional[int] = Field(None, ge=8, le=2048, description="the pipeline's working size; None = its UNet's")
+    batch_size: int = Field(8, ge=1, le=1024)
+
+    @field_validator("strengths")
+    @classmethod
+    def _strengths(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(not 0.0 < v <= 1.0 for v in value):
+            raise ValueError("strengths must be a non-empty list of values in (0, 1]")
+        return value
+
+
 class SampleConfig(Section):
-    generator: Literal["gan", "diffusion"] = "gan"
+    generator: Literal["gan", "diffusion", "img2img"] = "gan"
     checkpoint: str = Field("best", description="best, last, or a path")
     per_class: int = Field(200, ge=1)
     batch_size: int = Field(256, ge=1)
@@ -165,6 +188,9 @@ class EvalConfig(Section):
         "shift", description="the naive real-only row's augmentation (its draws are always uniform over images)")
     synthetic_dir: Optional[str] = Field(None, description="evaluate this labeled ImageFolder as the synthetic set "
                                          "instead of gen_dataset/<run> (any generator's output; no manifest needed)")
+    replace_prob: Optional[float] = Field(None, gt=0.0, le=1.0, description="DA-Fusion's protocol as an extra row: "
+                                          "each real image drawn is replaced, with this probability, by one of its own "
+                                          "synthetic variants (img2img manifests record each variant's source image)")
     oracle: bool = Field(True, description="run the oracle row (held-out real images in the synthetic slots) when "
                          "real labeled training images are left unused")
     oracle_dir: Optional[str] = Field(None, description="an ImageFolder of extra labeled real images for the oracle "
@@ -192,6 +218,7 @@ class Config(Section):
     diffusion: DiffusionConfig = DiffusionConfig()
     judge: JudgeConfig = JudgeConfig(lr=4e-3, steps=400)
     pool: PoolConfig = PoolConfig()
+    img2img: Img2ImgConfig = Img2ImgConfig()
     sample: SampleConfig = SampleConfig(min_confidence=0.6)
     eval: EvalConfig = EvalConfig(model="resnet_small28", lr=4e-3, steps=300, batch_size=32, eval_every=100, seeds=3,
                                   mix="0.5")

@@ -9,10 +9,12 @@ already hold.
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 from genaug.config import Config
 from genaug.errors import GenaugError
@@ -21,12 +23,13 @@ from genaug.io import atomic_write_json, stable_hash
 from genaug.runs import config_hash
 
 STAGES = ("train", "sample", "eval", "report")
+SAMPLER_SECTION = {"diffusion": "diffusion", "img2img": "img2img"}  # config sections a kind's sampling depends on
 
 
 def stage_hashes(cfg: Config) -> dict[str, str]:
     kind = cfg.sample.generator
     train = config_hash(cfg, "data", kind, "seed", "judge", *(("pool",) if cfg.data.unlabeled else ()))
-    sampler = cfg.diffusion.model_dump(mode="json") if kind == "diffusion" else {}
+    sampler = getattr(cfg, SAMPLER_SECTION[kind]).model_dump(mode="json") if kind in SAMPLER_SECTION else {}
     sample = stable_hash({"train": train, "sample": cfg.sample.model_dump(mode="json"), "sampler": sampler,
                           "gen_dir": cfg.paths.gen_dir})
     evaluation = stable_hash({"sample": sample, "eval": cfg.eval.model_dump(mode="json")})
@@ -54,7 +57,7 @@ class Stamps:
 def _outputs_exist(cfg: Config, stage: str) -> bool:
     kind = cfg.sample.generator
     return {
-        "train": lambda: (cfg.run_dir() / kind / "best" / "genaug.json").is_file(),
+        "train": lambda: TRAINERS[kind].outputs(cfg).is_file(),
         "sample": lambda: (cfg.gen_dir() / "fidelity.json").is_file(),
         "eval": lambda: (cfg.run_dir() / "eval" / "metrics.json").is_file(),
         "report": lambda: (cfg.run_dir() / "report.html").is_file(),
@@ -69,18 +72,47 @@ def _wipe(cfg: Config, stage: str) -> None:
         shutil.rmtree(t, ignore_errors=True)
 
 
+class Trainer:
+    """How the train stage makes a kind's generator, and the file that says it is done."""
+
+    def __init__(self, train: Callable[[Config, bool], None], outputs: Callable[[Config], Path]):
+        self.train, self.outputs = train, outputs
+
+
+def _trained(module: str, fn: str) -> Callable[[Config, bool], None]:
+    def train(cfg: Config, resume: bool) -> None:
+        getattr(importlib.import_module(module), fn)(cfg, resume=resume)
+
+    return train
+
+
+def _judge_only(cfg: Config, resume: bool) -> None:
+    """A pretrained generator (img2img) trains nothing; the judge its filters need is trained here."""
+    from genaug.data import load_data
+    from genaug.judge import ensure_judge
+    from genaug.runs import save_splits
+
+    data = load_data(cfg.data)
+    save_splits(cfg, data)
+    ensure_judge(cfg, data)
+
+
+TRAINERS: dict[str, Trainer] = {
+    "gan": Trainer(_trained("genaug.generators.gan_train", "train_gan"), lambda c: c.run_dir() / "gan/best/genaug.json"),
+    "diffusion": Trainer(_trained("genaug.generators.diffusion_train", "train_diffusion"),
+                         lambda c: c.run_dir() / "diffusion/best/genaug.json"),
+    "img2img": Trainer(_judge_only, lambda c: c.run_dir() / "judge/judge.json"),
+}
+
+
 def _train(cfg: Config) -> None:
     """Train, or resume an interrupted (or shorter) run of the same settings."""
     from genaug.training import checkpoints
 
     out = cfg.run_dir() / cfg.sample.generator
     resume = bool(checkpoints(out / "checkpoints")) or (out / "metrics.jsonl").exists()
-    if cfg.sample.generator == "gan":
-        from genaug.generators.gan_train import train_gan as train
-    else:
-        from genaug.generators.diffusion_train import train_diffusion as train
     try:
-        train(cfg, resume=resume)
+        TRAINERS[cfg.sample.generator].train(cfg, resume)
     except GenaugError as exc:
         if "cannot resume" in str(exc):
             raise GenaugError(f"{exc}; 'genaug pipeline --force' (or '--from train') retrains from scratch") from None

@@ -221,6 +221,10 @@ def _summary(doc: Doc, cfg: Config, metrics: dict | None) -> None:
             text += (f" The oracle (held-out real images in the same slots) gains {_ci(oracle[s['mix']]['gain_acc'], True)}; "
                      f"share of that possible gain the {what} capture: {share}.")
         doc.p(text)
+    for s in (metrics.get("replace") or {}).get("settings", []):
+        doc.p(f"DA-Fusion's protocol (each real image replaced with probability {metrics['replace']['p']:g} by one of its "
+              f"own synthetic variants, no extra slots; {metrics['replace']['with_variants']} training images have "
+              f"variants): {_ci(s['gain_acc'], True)} over the strong baseline: {_verdict(s['gain_acc'])}.")
     pool = metrics.get("pool") or {}
     for s in pool.get("settings", []):
         over = (pool.get("synthetic_over_pool") or {}).get(str(s["mix"]))
@@ -255,6 +259,8 @@ def _rows(metrics: dict) -> list[tuple[str, dict]]:
     for s in metrics["settings"]:
         out.append(("strong real-only (baseline)" if s["mix"] == 0 else "+ synthetic" + (" (auto)" if s["mix"] == chosen else ""), s))
     out += [("oracle (held-out real)", s) for s in (metrics.get("oracle") or {}).get("settings", [])]
+    out += [(f"+ synthetic (replace p={metrics['replace']['p']:g})", s)
+            for s in (metrics.get("replace") or {}).get("settings", [])]
     pool = metrics.get("pool") or {}
     out += [("+ pseudo-labeled pool", s) for s in pool.get("settings", [])]
     out += [("+ pool + synthetic", s) for s in pool.get("pool_synthetic", [])]

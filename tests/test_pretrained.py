@@ -99,3 +99,77 @@ def test_init_from_left_unset_keeps_old_hashes():
     cfg = load_config(SMOKE)
     assert config_hash(cfg, "diffusion") == config_hash(load_config(SMOKE, ["diffusion.init_from=null"]), "diffusion")
     assert config_hash(cfg, "diffusion") != config_hash(load_config(SMOKE, ["diffusion.init_from=x"]), "diffusion")
+
+
+# --- the img2img generator kind (a tiny Stable-Diffusion pipeline built from configs) ---------
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(tmp_path_factory) -> Path:
+    from genaug.generators.img2img import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny_img2img") / "pipe")
+
+
+def img2img_sets(pipe: Path) -> list[str]:
+    return ["sample.generator=img2img", f"img2img.model={pipe}", "img2img.steps=4", "img2img.strengths=[0.5,1.0]",
+            "sample.filter=false", "sample.per_class=3", "img2img.prompts={'3': 'a handwritten three'}"]
+
+
+def test_img2img_sample_then_both_eval_protocols_end_to_end(tiny_pipeline, tmp_path):
+    sets = img2img_sets(tiny_pipeline)
+    ok(genaug(tmp_path, "pipeline", sets=[*sets, "eval.mix=0.5", "eval.replace_prob=0.5"]))
+    from genaug.io import read_jsonl
+
+    rows = read_jsonl(tmp_path / "gen/smoke/manifest.jsonl")
+    splits = json.loads((tmp_path / "runs/smoke/splits.json").read_text())
+    train = dict(zip(splits["splits"]["train"]["ids"], splits["splits"]["train"]["labels"]))
+    assert len(rows) == 30 and all(r["kept"] for r in rows)
+    for r in rows:  # each variant names its own class's real image, its strength, prompt and seed
+        assert train[r["source_id"]] == r["label"] and r["strength"] in (0.5, 1.0) and isinstance(r["seed"], int)
+        assert r["prompt"] == ("a handwritten three" if r["class_name"] == "3" else f"a photo of a {r['class_name']}")
+    from PIL import Image
+
+    img = Image.open(tmp_path / "gen/smoke" / rows[0]["path"])
+    assert img.size == (16, 16) and img.mode == "L"  # the data's size and channels
+    m = json.loads((tmp_path / "runs/smoke/eval/metrics.json").read_text())
+    assert [s["mix"] for s in m["settings"]] == [0.0, 0.5]  # the share protocol
+    rep = m["replace"]  # and DA-Fusion's replace protocol, same seeds
+    assert rep["p"] == 0.5 and rep["with_variants"] == 30 and "gain_acc" in rep["settings"][0]
+    assert 0 < rep["settings"][0]["synthetic_share_seen"] < 0.5
+    report = (tmp_path / "runs/smoke/report.md").read_text()
+    assert "DA-Fusion's protocol" in report and "+ synthetic (replace p=0.5)" in report
+
+
+def test_img2img_same_seed_same_image(tiny_pipeline, tmp_path):
+    sets = img2img_sets(tiny_pipeline)
+    ok(genaug(tmp_path, "sample", sets=sets))
+    pngs = sorted((tmp_path / "gen/smoke/images").rglob("*.png"))
+    before = pngs[4].read_bytes()
+    pngs[4].unlink()
+    ok(genaug(tmp_path, "sample", sets=sets))  # repaired from its seed and plan
+    assert pngs[4].read_bytes() == before
+
+
+@pytest.mark.parametrize("model, needle", [
+    ("someone/no-such-pipeline-offline", "offline, download it where there is a network"),
+    ("UNET", "not a diffusers pipeline folder (no model_index.json"),
+    ("", "needs img2img.model"),
+])
+def test_bad_img2img_model_is_one_line(tmp_path, run_cli, monkeypatch, model, needle):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if model == "UNET":
+        model = str(_unet_dir(tmp_path, classes=3))
+    res = run_cli("sample", "--config", str(SMOKE), "--set", "sample.generator=img2img", "--set",
+                  f"img2img.model={model or 'null'}", "--set", f"paths.runs_dir={tmp_path}/runs",
+                  "--set", f"paths.gen_dir={tmp_path}/gen")
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1 and needle in res.output, res.output
+
+
+def test_img2img_prompts_for_unknown_classes_are_refused(tiny_pipeline, tmp_path):
+    from genaug.data import load_data
+    from genaug.generators.img2img import VariantPlan
+
+    cfg = load_config(SMOKE, ["img2img.prompts={'cat': 'x'}"])
+    with pytest.raises(GenaugError, match="prompts names classes the data does not have: \\['cat'\\]"):
+        VariantPlan(cfg, load_data(cfg.data))

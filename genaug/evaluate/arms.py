@@ -7,6 +7,8 @@ what fills the extra slots at share r (SPEC §5).
 * ``synthetic`` — the strong baseline with a share r of kept synthetic images.
 * ``oracle`` — the strong baseline with a share r of *held-out real* images, as many
   per class as the synthetic set has: the ceiling a perfect generator could reach.
+* ``replace`` — DA-Fusion's protocol (``eval.replace_prob`` p): the strong baseline,
+  each real image drawn replaced with probability p by one of its own synthetic variants.
 * ``pool`` — with an unlabeled pool: the strong baseline with a share r of pool images
   labeled by the judge (confidence >= ``pool.threshold``): "is generating better than
   just labeling your unlabeled images?"
@@ -38,6 +40,7 @@ class Arm:
     extra: tuple[torch.Tensor, torch.Tensor] | None = None  # (images (M, C, H, W) uint8, labels) for the extra slots
     extra_info: dict | None = None  # where the extra images came from (hash, n, per class)
     extra_split: int | None = None  # extra = two sources, [0, split) and [split, M): each slot picks one evenly
+    replace: tuple[float, list[torch.Tensor]] | None = None  # (p, per real image the indices of its variants in syn_x)
 
     @property
     def shares(self) -> bool:
@@ -85,6 +88,27 @@ def _oracle(cfg: Config, ed: EvalData) -> Arm | None:
     return Arm("oracle", "oracle (held-out real)", "The strong baseline with the synthetic slots filled by held-out "
                f"real images ({ed.oracle['source']}, as many per class as the synthetic set): the ceiling.",
                cfg.eval.real_sampling, cfg.eval.augment, (ed.oracle_x, ed.oracle_y), ed.oracle)
+
+
+@register_arm("replace")
+def _replace(cfg: Config, ed: EvalData) -> Arm | None:
+    p = cfg.eval.replace_prob
+    if p is None or not len(ed.syn_x):
+        return None
+    index = {name: i for i, name in enumerate(ed.train_ids)}
+    variants: list[list[int]] = [[] for _ in ed.train_ids]
+    for j, source in enumerate(ed.syn_source):
+        if source in index:
+            variants[index[source]].append(j)
+    if not any(variants):
+        print("eval.replace_prob: no synthetic image names a training image as its source (only img2img variants "
+              "do): no replace row")
+        return None
+    info = {"p": p, "ids_hash": f"replace:{p}:{ed.synthetic['ids_hash']}", "with_variants": sum(map(bool, variants))}
+    return Arm("replace", f"+ synthetic (replace p={p:g})", f"DA-Fusion's protocol: the strong baseline, each real image "
+               f"drawn replaced with probability {p:g} by one of its own synthetic variants (no extra slots).",
+               cfg.eval.real_sampling, cfg.eval.augment, None, info,
+               replace=(p, [torch.tensor(v, dtype=torch.long) for v in variants]))
 
 
 @register_arm("pool")

@@ -36,6 +36,8 @@ class EvalData:
     pool_x: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.uint8))  # confident pool images
     pool_y: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # their pseudo-labels
     pool: dict | None = None  # the pseudo-labeled pool's summary; None = no pool rows
+    train_ids: list[str] = field(default_factory=list)  # ids of the real training images (train_x order)
+    syn_source: list[str | None] = field(default_factory=list)  # per synthetic image: the real image it varies, if any
 
 
 def _tensors(split) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,7 +65,9 @@ def load_eval_data(cfg: Config, *, need_synthetic: bool) -> EvalData:
         sx, sy, info = load_external(cfg.eval.synthetic_dir, data.classes, data.channels, data.image_size)
     else:
         sx, sy, info = load_synthetic(cfg, data.classes, data.channels, data.image_size)
-    ed = EvalData(data.classes, data.channels, data.image_size, tx, ty, vx, vy, data.splits["test"], sx, sy, info)
+    ed = EvalData(data.classes, data.channels, data.image_size, tx, ty, vx, vy, data.splits["test"], sx, sy,
+                  {k: v for k, v in info.items() if k != "sources"}, train_ids=list(data.splits["train"].ids),
+                  syn_source=info.get("sources") or [None] * len(sy))
     if need_synthetic and cfg.eval.oracle:
         _attach_oracle(cfg, ed, data)
     if need_synthetic and data.unlabeled is not None:
@@ -113,7 +117,7 @@ def load_synthetic(cfg: Config, classes: list[str], channels: int, size: int):
         images.append(img)
     per_class = torch.bincount(torch.tensor([r["label"] for r in rows]), minlength=len(classes)).tolist()
     info = {"dir": str(cfg.gen_dir()), "n": len(rows), "per_class": per_class, "external": False,
-            "ids_hash": stable_hash([r["id"] for r in rows])}
+            "ids_hash": stable_hash([r["id"] for r in rows]), "sources": [r.get("source_id") for r in rows]}
     return torch.stack(images), torch.tensor([r["label"] for r in rows]), info
 
 

@@ -40,14 +40,14 @@ def parse_mix(text: str, candidates: tuple[float, ...]) -> tuple[list[float], bo
 # Settings that only pick an arm's draws / augmentation / extra set (hashed per arm
 # instead), or that say which rows to run rather than how one row trains.
 _NOT_IN_KEY = ("mix", "seeds", "auto_candidates", "real_sampling", "augment", "naive_augment", "synthetic_dir",
-               "oracle", "oracle_dir")
+               "oracle", "oracle_dir", "replace_prob")
 
 
 def arm_key(cfg: Config, arm: Arm) -> str:
     """What one arm's rows depend on: a real-only arm's rows do not change with the
     synthetic set, so they are reused across synthetic sets."""
     dump = {k: v for k, v in cfg.eval.model_dump(mode="json").items() if k not in _NOT_IN_KEY}
-    extra = (arm.extra_info or {}).get("ids_hash") if arm.extra is not None else None
+    extra = (arm.extra_info or {}).get("ids_hash")  # the extra slots' set, or (replace) the variants and p
     return stable_hash({"eval": dump, "data": config_hash(cfg, "data"), "sampling": arm.sampling,
                         "augment": arm.augment, "extra": extra, "batching": 3})  # 3: arms
 
@@ -58,7 +58,7 @@ def evaluate(cfg: Config) -> dict:
     is deterministic, so the rows are those of one process) and rank 0 summarises."""
     state = PartialState()
     mixes, auto = parse_mix(cfg.eval.mix, cfg.eval.auto_candidates)
-    ed = load_eval_data(cfg, need_synthetic=any(r > 0 for r in mixes))
+    ed = load_eval_data(cfg, need_synthetic=any(r > 0 for r in mixes) or cfg.eval.replace_prob is not None)
     arms = build_arms(cfg, ed)
     out = cfg.run_dir() / "eval"
     keys, seeds = {a.name: arm_key(cfg, a) for a in arms}, [cfg.seed + i for i in range(cfg.eval.seeds)]
@@ -165,6 +165,9 @@ def summarise(cfg: Config, ed: EvalData, rows: dict[tuple[str, float], dict[int,
                                           for o in oracle if o["mix"] in syn}}
     if "pool" in by_name:
         metrics["pool"] = _pool_summary(ed, rows, share_arm)
+    if "replace" in by_name:
+        metrics["replace"] = {**by_name["replace"].extra_info,
+                              "settings": [_setting("replace", 0.0, rows[("replace", 0.0)], strong)]}
     if auto:
         best = auto_choice(settings)
         metrics["auto"] = {"chosen_mix": best["mix"], "by": "mean val accuracy",
@@ -222,6 +225,8 @@ def results_table(metrics: dict) -> str:
     oracle = metrics.get("oracle")
     for s in (oracle or {}).get("settings", []):
         lines.append(_row("oracle (held-out real)", s, fmt(s["gain_acc"], signed=True)))
+    for s in (metrics.get("replace") or {}).get("settings", []):
+        lines.append(_row(f"+ synthetic (replace p={metrics['replace']['p']:g})", s, fmt(s["gain_acc"], signed=True)))
     pool = metrics.get("pool") or {}
     for title, key in (("+ pseudo-labeled pool", "settings"), ("+ pool + synthetic", "pool_synthetic")):
         for s in pool.get(key, []):

@@ -165,14 +165,17 @@ def _by_class(labels: torch.Tensor, k: int, split: int | None = None) -> list:
 
 def _batch(ed: EvalData, step: int, r: float, b: int, gens: list[torch.Generator],
            pools: tuple[list, list[torch.Tensor]], balanced: bool = False,
-           extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+           extra: torch.Tensor | None = None,
+           replace: tuple[float, list[torch.Tensor]] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Batch at ``step``: ``b - n`` real examples (uniform over images, or with
     ``balanced`` over classes first), then ``n`` extra slots, each for a uniformly
     drawn class (so extra data never unbalances the classes), filled from ``extra``
     (default: the kept synthetic images; ``pools[0]`` indexes it by class, or holds per
     class a tuple of index tensors, one per source, and each slot then picks one of the
     sources that have images of its class evenly). A class without extra images (not
-    augmented) fills its slot with one of its real images.
+    augmented) fills its slot with one of its real images. With ``replace`` (p, the
+    synthetic variants of each real image), each real example is swapped with
+    probability p for one of its own variants (DA-Fusion).
     Returns (images, labels, extra images used)."""
     extra = ed.syn_x if extra is None else extra
     n_syn = synthetic_count(step, r, b) if len(extra) else 0
@@ -190,6 +193,8 @@ def _batch(ed: EvalData, step: int, r: float, b: int, gens: list[torch.Generator
     sources = isinstance(syn_pool[0], tuple)  # drawn only then, so one-source runs keep their draws
     which = torch.rand(b, generator=gens[1])[:n_syn].tolist() if sources else [0.0] * n_syn
     xs, ys, used = [ed.train_x[real]], [ed.train_y[real]], 0
+    if replace is not None:
+        xs[0], used = _replace_real(ed, real, replace, gens[1])
     for c, u, v in zip(cls.tolist(), pick.tolist(), which):
         options = syn_pool[c]
         if sources:
@@ -201,6 +206,21 @@ def _batch(ed: EvalData, step: int, r: float, b: int, gens: list[torch.Generator
         ys.append(torch.tensor([c]))
         used += source is extra
     return torch.cat(xs), torch.cat(ys), used
+
+
+def _replace_real(ed: EvalData, real: torch.Tensor, replace: tuple[float, list[torch.Tensor]],
+                  g: torch.Generator) -> tuple[torch.Tensor, int]:
+    """The real images ``ed.train_x[real]``, each replaced with probability p by a
+    uniformly drawn variant of its own (when it has any); returns (images, replaced)."""
+    p, variants = replace
+    u, v = torch.rand(len(real), generator=g), torch.rand(len(real), generator=g)
+    x, swapped = ed.train_x[real].clone(), 0
+    for j, (i, a, w) in enumerate(zip(real.tolist(), u.tolist(), v.tolist())):
+        own = variants[i]
+        if a < p and len(own):
+            x[j] = ed.syn_x[own[min(int(w * len(own)), len(own) - 1)]]
+            swapped += 1
+    return x, swapped
 
 
 @dataclass
@@ -268,7 +288,8 @@ def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | N
     pools = (_by_class(extra_y, len(ed.classes), arm.extra_split), _by_class(ed.train_y, len(ed.classes)))
     bar = progress(range(ec.steps), desc=f"{arm.name} r={r:g} seed={seed}", unit="step", leave=False)
     for step in bar:
-        x, y, used = _batch(ed, step, r, ec.batch_size, gens, pools, balanced=arm.sampling == "balanced", extra=extra_x)
+        x, y, used = _batch(ed, step, r, ec.batch_size, gens, pools, balanced=arm.sampling == "balanced", extra=extra_x,
+                            replace=arm.replace)
         seen, synthetic_seen = seen + len(y), synthetic_seen + used
         loss = _train_step(t, augment(x, arm.augment, gens[2]), y)
         t.sched.step(step + 1)

@@ -1,8 +1,12 @@
 """Open a trained generator of any kind as a drawing function.
 
-A kind registers an opener ``(model, meta, cfg) -> (draw, settings)``; ``draw(labels,
-seeds)`` returns uint8 ``(N, C, H, W)`` images where image i depends only on
-``seeds[i]``, ``labels[i]`` and ``settings`` (same seed -> same image).
+A kind trained by genaug registers an opener ``(model, meta, cfg) -> (draw, settings)``;
+``draw(labels, seeds)`` returns uint8 ``(N, C, H, W)`` images where image i depends only
+on ``seeds[i]``, ``labels[i]`` and ``settings`` (same seed -> same image). A kind genaug
+does not train (a pretrained text-to-image pipeline) registers with
+:func:`register_external` a function ``cfg -> OpenedGenerator``; its ``plan(label,
+index)`` may give each image more to start from (e.g. the real image it varies), passed
+to ``draw(labels, seeds, plans)`` and recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -18,13 +22,22 @@ from genaug.config import Config
 from genaug.errors import GenaugError
 from genaug.generators import load_generator
 
-Draw = Callable[[torch.Tensor, list[int]], torch.Tensor]
+Draw = Callable[..., torch.Tensor]
 OPENERS: dict[str, Callable] = {}
+EXTERNAL: dict[str, Callable[[Config], "OpenedGenerator"]] = {}
 
 
 def register_kind(kind: str):
     def deco(fn):
         OPENERS[kind] = fn
+        return fn
+
+    return deco
+
+
+def register_external(kind: str):
+    def deco(fn):
+        EXTERNAL[kind] = fn
         return fn
 
     return deco
@@ -40,6 +53,10 @@ class OpenedGenerator:
     weights_sha: str
     meta: dict
     draw: Draw
+    plan: Callable[[int, int], dict] | None = None  # (label, index) -> what image index starts from
+
+    def images(self, labels: torch.Tensor, seeds: list[int], plans: list[dict] | None) -> torch.Tensor:
+        return self.draw(labels, seeds) if self.plan is None else self.draw(labels, seeds, plans)
 
     def describe(self) -> dict:
         return {"path": str(self.path), "kind": self.kind, "step": self.step, "weights_sha256": self.weights_sha}
@@ -71,6 +88,13 @@ def _open_diffusion(model, meta: dict, cfg: Config) -> tuple[Draw, dict]:
     return draw, settings
 
 
+@register_external("img2img")
+def _open_img2img(cfg: Config) -> OpenedGenerator:
+    from genaug.generators.img2img import open_img2img
+
+    return open_img2img(cfg)
+
+
 def checkpoint_dir(cfg: Config, which: str | None = None) -> Path:
     """``best``/``last`` of the run's ``sample.generator`` kind, or a path."""
     which = which or cfg.sample.checkpoint
@@ -88,6 +112,8 @@ def checkpoint_dir(cfg: Config, which: str | None = None) -> Path:
 
 
 def open_generator(cfg: Config, which: str | None = None) -> OpenedGenerator:
+    if cfg.sample.generator in EXTERNAL:
+        return EXTERNAL[cfg.sample.generator](cfg)
     path = checkpoint_dir(cfg, which)
     model, meta = load_generator(path)
     kind = meta.get("kind")

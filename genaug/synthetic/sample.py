@@ -123,11 +123,12 @@ def run_filter(cfg: Config) -> dict:
 def _draw_and_score(ctx: Context, gen: OpenedGenerator, label: int, indices: list[int]) -> tuple[torch.Tensor, list[dict]]:
     labels = torch.full((len(indices),), label, dtype=torch.long)
     seeds = [image_seed(ctx.cfg.sample.seed, label, i) for i in indices]
-    images = gen.draw(labels, seeds)  # (n, C, H, W) uint8
+    plans = [gen.plan(label, i) for i in indices] if gen.plan else [{} for _ in indices]
+    images = gen.images(labels, seeds, plans)  # (n, C, H, W) uint8
     scores = score_images(images, labels, ctx.judge, ctx.ref)
     rows = [{"id": image_id(label, i), "path": "", "label": label, "class_name": ctx.data.classes[label], "index": i,
-             "seed": s, "generator": gen.describe(), "sampler": gen.settings, **sc}
-            for i, s, sc in zip(indices, seeds, scores)]
+             "seed": s, "generator": gen.describe(), "sampler": gen.settings, **plan, **sc}
+            for i, s, plan, sc in zip(indices, seeds, plans, scores)]
     return images, rows
 
 
@@ -140,7 +141,8 @@ def _repair(ctx: Context, gen: OpenedGenerator, rows: list[dict]) -> int:
             chunk = todo[start : start + ctx.cfg.sample.batch_size]
             # Same seed, same image: the stored scores still hold (re-scoring a different
             # batch could move them in the last digit on some CPUs).
-            images = gen.draw(torch.full((len(chunk),), label, dtype=torch.long), [r["seed"] for r in chunk])
+            plans = [gen.plan(label, r["index"]) for r in chunk] if gen.plan else None
+            images = gen.images(torch.full((len(chunk),), label, dtype=torch.long), [r["seed"] for r in chunk], plans)
             for img, row in zip(images, chunk):
                 ctx.store.write_png(img, label, row["id"], bool(row.get("kept")))
     if broken:
