@@ -208,3 +208,10 @@ def test_oracle_cell_and_naive_gain_sign():
     assert bench.oracle_cell(metrics, 0.1) == "+0.0400 [+0.0200, +0.0600]; 0.25"
     assert bench.oracle_cell(metrics, 0.3) == "—" and bench.oracle_cell({}, 0.1) == "—"
     assert bench.negated(gain(0.03, 0.01, 0.05)) == gain(-0.03, -0.05, -0.01)
+
+
+def test_bench_img2img_times_the_tiny_pipeline():
+    bench_img2img = load("bench_img2img")
+
+    out = bench_img2img.main(["--images", "2", "--steps", "2", "--repeats", "1", "--batch-size", "2"])
+    assert out["images_per_s"] > 0 and out["resolution"] == 32 and out["model"].startswith("tiny")
