@@ -234,7 +234,8 @@ def command(args) -> str:
     return "python scripts/bench_quality.py " + " ".join(
         [f"--per-class {' '.join(map(str, args.per_class))}", f"--generators {' '.join(args.generators)}",
          f"--seeds {args.seeds}"] + ([f"--config {args.config}"] if args.config != CONFIG else [])
-        + ([f"--pool {args.pool}"] + ([f"--pool-max {args.pool_max}"] if args.pool_max else []) if args.pool else [])
+        + ([f"--pool {args.pool}"] + ([f"--pool-max {args.pool_max}"] if args.pool_max else [])
+           if getattr(args, "pool", None) else [])
         + [f"--set {kv}" for kv in args.set or []])
 
 

@@ -213,5 +213,5 @@ def test_oracle_cell_and_naive_gain_sign():
 def test_bench_img2img_times_the_tiny_pipeline():
     bench_img2img = load("bench_img2img")
 
-    out = bench_img2img.main(["--images", "2", "--steps", "2", "--repeats", "1", "--batch-size", "2"])
+    out = bench_img2img.main(["--images", "2", "--steps", "4", "--repeats", "1", "--batch-size", "2"])
     assert out["images_per_s"] > 0 and out["resolution"] == 32 and out["model"].startswith("tiny")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import string
 from pathlib import Path
 
@@ -119,6 +120,9 @@ def open_img2img(cfg: Config):
     ic = cfg.img2img
     if not ic.model:
         raise GenaugError("sample.generator=img2img needs img2img.model: a diffusers img2img pipeline folder or hub id")
+    if int(ic.steps * min(ic.strengths)) < 1:  # diffusers runs int(steps * strength) denoising steps
+        raise GenaugError(f"img2img.steps={ic.steps} at strength {min(ic.strengths):g} leaves no denoising step; "
+                          f"raise img2img.steps to at least {math.ceil(1 / min(ic.strengths))}")
     data = load_data(cfg.data)
     plan = VariantPlan(cfg, data)
     pipe = load_pipeline(ic.model, ic.scheduler)
