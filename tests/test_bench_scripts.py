@@ -215,3 +215,26 @@ def test_bench_img2img_times_the_tiny_pipeline():
 
     out = bench_img2img.main(["--images", "2", "--steps", "4", "--repeats", "1", "--batch-size", "2"])
     assert out["images_per_s"] > 0 and out["resolution"] == 32 and out["model"].startswith("tiny")
+
+
+def test_pool_table_pairs_labeled_only_rows_only_with_the_same_baseline():
+    bq = load("bench_quality")
+    base = [setting(0.0, 0.6, 0.5), setting(0.1, 0.7, 0.55)]
+    pool_part = part(base, 700)
+    pool_part["metrics"]["pool"] = {"n": 3000, "pool_size": 10000, "threshold": 0.9,
+                                    "settings": [setting(0.1, 0.7, 0.53)], "pool_synthetic": [setting(0.1, 0.7, 0.54)],
+                                    "synthetic_over_pool": {"0.1": ci(0.01)}}
+    pool_part["metrics"]["oracle"] = {"n": 700, "settings": [setting(0.1, 0.7, 0.6)]}
+    pool_part["near_copies"] = {"share": 0.05}
+    pooled = {"k": 10, "generator": "gan", "pool": "rest", "pool_max": 10000, "budget": "DCGAN", "command": "c",
+              "device": "CPU", "date": "d", "filtered": pool_part,
+              "pseudo_labels": {"n": 10000, "accuracy": 0.7, "confident": 3000, "confident_accuracy": 0.93,
+                                "threshold": 0.9, "judge_val_accuracy": 0.72}}
+    same = {"k": 10, "generator": "gan", "filtered": part(base, 800), "unfiltered": part(base, 1000)}
+    other = {"k": 10, "generator": "diffusion", "filtered": part([setting(0.0, 0.6, 0.49), setting(0.1, 0.7, 0.5)], 900),
+             "unfiltered": part([setting(0.0, 0.6, 0.49)], 900)}
+    text = "\n".join(bq.pool_table([pooled], [same, other]))
+    assert "+ GAN trained on the labeled split only, mix 0.1" in text  # its baseline runs equal the pool run's
+    assert "DIFFUSION trained on the labeled split only" not in text  # another baseline: not paired, left out
+    assert "+ pseudo-labeled pool (no generator), mix 0.1 | 3000 |" in text and "on top of the pool alone: +0.0100" in text
+    assert "oracle (held-out real, true labels), mix 0.1" in text and "3,000 at confidence >= 0.9, of which 0.93" in text
