@@ -52,8 +52,9 @@ def ensure_pool_labels(cfg: Config, data: LabeledData) -> PoolLabels | None:
     judge_dir, state = ensure_judge(cfg, data), PartialState()
     meta_path = judge_dir / LABELS_META
     if state.is_main_process:
-        fresh = meta_path.is_file() and json.loads(meta_path.read_text()).get("key") == judge_key(cfg)
-        if not fresh:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        # the judge and the pool's pixels: a folder pool whose files changed under the same path is relabeled
+        if (meta.get("key"), meta.get("pool_hash")) != (judge_key(cfg), pool_hash(data)):
             _label_pool(cfg, data, judge_dir)
     state.wait_for_everyone()
     rows = read_jsonl(judge_dir / LABELS)
@@ -61,6 +62,14 @@ def ensure_pool_labels(cfg: Config, data: LabeledData) -> PoolLabels | None:
         raise AssertionError(f"{judge_dir / LABELS} does not match the pool")  # written from this pool just above
     return PoolLabels([r["id"] for r in rows], np.array([r["label"] for r in rows], dtype=np.int64),
                       np.array([r["confidence"] for r in rows], dtype=np.float64))
+
+
+def pool_hash(data: LabeledData) -> str:
+    """Hash of the pool's ids and pixels."""
+    from genaug.evaluate.data import content_hash
+    from genaug.io import stable_hash
+
+    return stable_hash([data.unlabeled.ids, content_hash(data.unlabeled.images, data.unlabeled.labels)])
 
 
 def _label_pool(cfg: Config, data: LabeledData, judge_dir: Path) -> None:
@@ -73,7 +82,7 @@ def _label_pool(cfg: Config, data: LabeledData, judge_dir: Path) -> None:
                    for i, y, c in zip(data.unlabeled.ids, labels, conf))
     atomic_write_text(judge_dir / LABELS, text)
     atomic_write_json(judge_dir / LABELS_META, {
-        "key": judge_key(cfg), "n": len(labels), "per_class": np.bincount(labels, minlength=data.num_classes).tolist(),
+        "key": judge_key(cfg), "pool_hash": pool_hash(data), "n": len(labels), "per_class": np.bincount(labels, minlength=data.num_classes).tolist(),
         "mean_confidence": float(conf.mean()), "judge_val_accuracy": meta["val_accuracy"]})
     print(f"pseudo-labeled {len(labels)} pool images (mean confidence {conf.mean():.3f}; judge val accuracy "
           f"{meta['val_accuracy']:.4f}); labels in {judge_dir / LABELS}")

@@ -268,3 +268,21 @@ def test_two_source_slots_draw_each_source_about_evenly(tmp_path):
         picked += xs[:, 0, 0, 0].tolist()
     second = np.mean([p >= 30 for p in picked])
     assert 0.45 < second < 0.55  # evenly by source, not by source size (which would give 0.25)
+
+
+def test_changed_folder_pool_under_the_same_path_is_relabeled(tmp_path):
+    from genaug.data.tools import _png_bytes
+    from genaug.pseudo import ensure_pool_labels
+
+    base = load_data(load_config(None, ["data.imbalance=null", "data.real_per_class=10"]).data)
+    root = tmp_path / "pool"
+    root.mkdir()
+    for i in range(6):
+        (root / f"{i}.png").write_bytes(_png_bytes(base.held_out.images[i]))
+    cfg = load_config(SMOKE, [f"paths.runs_dir={tmp_path}/runs", f"data.unlabeled={root}"])
+    first = ensure_pool_labels(cfg, load_data(cfg.data))
+    (root / "0.png").unlink()
+    (root / "9.png").write_bytes(_png_bytes(base.held_out.images[9]))
+    data = load_data(cfg.data)
+    second = ensure_pool_labels(cfg, data)  # same config, same judge key, other files: labels follow the files
+    assert second.ids == data.unlabeled.ids != first.ids
