@@ -219,6 +219,19 @@ def test_train_gan_with_pool_killed_then_resumed_equals_uninterrupted(tmp_path):
     _kill_and_resume(tmp_path, "train-gan", "gan", [*POOL, "pool.threshold=0.1"])
 
 
+def test_train_diffusion_with_pool_conditions_on_confident_labels_and_logs_pool_fid(tmp_path):
+    from genaug.generators.diffusion_train import train_diffusion
+
+    cfg = cfg_for(tmp_path, "pool.threshold=0.1", "diffusion.steps=4", "diffusion.eval_every=4",
+                  "diffusion.checkpoint_every=4")
+    out = train_diffusion(cfg)
+    assert len(read_jsonl(tmp_path / "runs/smoke/judge/pool_labels.jsonl")) == 300
+    evals = [r for r in read_jsonl(out / "metrics.jsonl") if "fid" in r]
+    assert evals and evals[-1]["fid_pool"] > 0 and evals[-1]["fid_pool_n_real"] == 300
+    assert json.loads((out / "best" / "config.json").read_text())["num_class_embeds"] == 11
+
+
+@pytest.mark.slow
 def test_train_diffusion_with_pool_killed_then_resumed_equals_uninterrupted(tmp_path):
     _kill_and_resume(tmp_path, "train-diffusion", "diffusion", [*POOL, "pool.weight=0.5"])
 

@@ -140,6 +140,7 @@ def test_img2img_sample_then_both_eval_protocols_end_to_end(tiny_pipeline, tmp_p
     assert "DA-Fusion's protocol" in report and "+ synthetic (replace p=0.5)" in report
 
 
+@pytest.mark.slow
 def test_img2img_same_seed_same_image(tiny_pipeline, tmp_path):
     sets = img2img_sets(tiny_pipeline)
     ok(genaug(tmp_path, "sample", sets=sets))
