@@ -238,3 +238,17 @@ def test_pool_table_pairs_labeled_only_rows_only_with_the_same_baseline():
     assert "DIFFUSION trained on the labeled split only" not in text  # another baseline: not paired, left out
     assert "+ pseudo-labeled pool (no generator), mix 0.1 | 3000 |" in text and "on top of the pool alone: +0.0100" in text
     assert "oracle (held-out real, true labels), mix 0.1" in text and "3,000 at confidence >= 0.9, of which 0.93" in text
+
+
+def test_prior_table_shows_both_starts_with_cas_and_one_baseline_when_they_agree():
+    bp = load("bench_prior")
+    base = [setting(0.0, 0.6, 0.5), setting(0.1, 0.7, 0.52), setting(1.0, 0.4, 0.3)]
+    metrics = lambda: {"settings": base, "seeds": [0, 1], "real": {"train": 100, "test": 1000}, "synthetic": {"n": 500},
+                       "model": "resnet_fast28", "steps": 300, "batch_size": 32,
+                       "oracle": {"n": 500, "settings": [setting(0.1, 0.7, 0.56)]}}
+    run = lambda: {"metrics": metrics(), "fidelity": {"judge": {"fid": 2.5, "kid": 0.01}}, "near_copies": {"share": 0.2}}
+    text = bp.table({"command": "python scripts/bench_prior.py", "device": "CPU", "date": "d", "pretrain_steps": 1500,
+                     "pretrain_seconds": 600, "runs": {"prior_scratch": run(), "prior_finetuned": run()}})
+    assert text.count("| strong real-only (baseline) |") == 1
+    assert "+ UNet fine-tuned from the Fashion-MNIST prior, CAS (synthetic only)" in text
+    assert "+ UNet from scratch, mix 0.1 | 500 |" in text and "oracle (held-out real digits), mix 0.1" in text
