@@ -40,6 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 MIXES = (0.1, 0.3, 0.5)
+# what quality.json keeps of each run's metrics.json (the naive row, the oracle and the pool rows included)
+METRIC_KEYS = ("settings", "seeds", "real", "synthetic", "model", "steps", "batch_size", "baselines", "arms", "oracle",
+               "pool")
 CONFIG = "configs/bench_fmnist.yaml"
 
 
@@ -131,13 +134,21 @@ def near_copies(args, k: int, gen_run: str) -> dict:
 
 
 def fill_near_copies(args, results: list[dict]) -> bool:
-    """Add the near-copy column to results measured before it existed; True if any changed."""
+    """Add the near-copy column, and metrics.json keys quality.json did not keep then (the
+    naive row, the oracle), to results measured before they existed; True if any changed."""
     changed = False
     for r in results:
         for name, run in run_names(r["k"], r["generator"], bool(r.get("pool"))).items():
             if "near_copies" not in r[name]:
                 r[name]["near_copies"] = near_copies(args, r["k"], run)
                 changed = True
+            path = Path(args.runs_dir) / run / "eval" / "metrics.json"
+            missing = [k for k in METRIC_KEYS if k not in r[name]["metrics"]]
+            if missing and path.is_file():
+                metrics = json.loads(path.read_text())
+                if metrics.get("settings") == r[name]["metrics"]["settings"]:  # the same evaluation, nothing newer
+                    r[name]["metrics"].update({k: metrics.get(k) for k in missing})
+                    changed = True
     return changed
 
 
@@ -198,9 +209,7 @@ def pool_setting(args, k: int, gen: str) -> dict:
               "date": time.strftime("%Y-%m-%d"), "budget": generator_budget(args, k, gen)}
     real, classes = kshot_train(args, k)
     metrics = json.loads((Path(args.runs_dir) / run / "eval" / "metrics.json").read_text())
-    result["filtered"] = {"metrics": {key: metrics.get(key) for key in ("settings", "seeds", "real", "synthetic", "model",
-                                                                        "steps", "batch_size", "baselines", "arms",
-                                                                        "oracle", "pool")},
+    result["filtered"] = {"metrics": {key: metrics.get(key) for key in METRIC_KEYS},
                           "fidelity": fid_columns(args, run, k, run, metrics["synthetic"]["ids_hash"], real, classes),
                           "near_copies": near_copies(args, k, run)}
     result["pseudo_labels"] = pseudo_label_accuracy(args, k, run)
@@ -223,8 +232,7 @@ def one_setting(args, k: int, gen: str) -> dict:
     real, classes = kshot_train(args, k)
     for name, r in run_names(k, gen).items():
         metrics = json.loads((Path(args.runs_dir) / r / "eval" / "metrics.json").read_text())
-        result[name] = {"metrics": {key: metrics[key] for key in ("settings", "seeds", "real", "synthetic", "model",
-                                                                    "steps", "batch_size")},
+        result[name] = {"metrics": {key: metrics.get(key) for key in METRIC_KEYS},
                         "fidelity": fid_columns(args, run, k, r, metrics["synthetic"]["ids_hash"], real, classes),
                         "near_copies": near_copies(args, k, r)}
     return result

@@ -252,3 +252,19 @@ def test_prior_table_shows_both_starts_with_cas_and_one_baseline_when_they_agree
     assert text.count("| strong real-only (baseline) |") == 1
     assert "+ UNet fine-tuned from the Fashion-MNIST prior, CAS (synthetic only)" in text
     assert "+ UNet from scratch, mix 0.1 | 500 |" in text and "oracle (held-out real digits), mix 0.1" in text
+
+
+def test_table_only_backfills_the_oracle_and_naive_rows_from_the_runs_metrics(tmp_path):
+    import json
+
+    bq = load("bench_quality")
+    settings = [setting(0.0, 0.6, 0.5), setting(0.1, 0.7, 0.55)]
+    results = [{"k": 10, "generator": "gan", "filtered": part(settings, 800), "unfiltered": part(settings, 1000)}]
+    for name, run in bq.run_names(10, "gan").items():
+        results[0][name]["near_copies"] = {"share": 0.05}
+        (tmp_path / run / "eval").mkdir(parents=True)
+        extra = {"oracle": {"n": 800, "settings": [setting(0.1, 0.7, 0.6)], "captured": {"0.1": {"share": 0.5}}}}
+        (tmp_path / run / "eval" / "metrics.json").write_text(json.dumps({"settings": settings, **extra}))
+    args = argparse.Namespace(runs_dir=str(tmp_path))
+    assert bq.fill_near_copies(args, results) and results[0]["filtered"]["metrics"]["oracle"]["n"] == 800
+    assert not bq.fill_near_copies(args, results)  # nothing left to fill
