@@ -289,6 +289,13 @@ def _generator(doc: Doc, cfg: Config, best: dict | None, judge: dict | None, row
     if judge:
         doc.p(f"Judge {judge['model']}: trained on {judge['train_images']} real training images only; "
               f"validation accuracy {judge['val_accuracy']:.4f}.")
+    if cfg.sample.generator == "img2img":
+        ic = cfg.img2img
+        doc.p(f"Pretrained img2img pipeline {ic.model} (nothing trained): variants of each real training image with "
+              f"the prompt '{ic.prompt}' (overrides: {ic.prompts or 'none'}), strengths {list(ic.strengths)}, guidance "
+              f"{ic.guidance_scale:g}, {ic.steps} steps; each variant's source image, strength, prompt and seed are in "
+              "the manifest.")
+        return
     if not best:
         doc.p("No trained generator yet.")
         return

@@ -138,6 +138,7 @@ def test_img2img_sample_then_both_eval_protocols_end_to_end(tiny_pipeline, tmp_p
     assert 0 < rep["settings"][0]["synthetic_share_seen"] < 0.5
     report = (tmp_path / "runs/smoke/report.md").read_text()
     assert "DA-Fusion's protocol" in report and "+ synthetic (replace p=0.5)" in report
+    assert f"Pretrained img2img pipeline {tiny_pipeline} (nothing trained)" in report
 
 
 @pytest.mark.slow
