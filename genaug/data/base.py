@@ -8,6 +8,7 @@ split membership can be saved and re-checked with other code.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,3 +80,17 @@ class LabeledData:
             "held_out": {"ids": h.ids, "labels": h.labels.tolist()} if (h := self.held_out) is not None else None,
             "unlabeled": {**self.unlabeled_info, "ids": u.ids} if (u := self.unlabeled) is not None else None,
         }
+
+
+def pixel_digests(images: np.ndarray) -> list[bytes]:
+    """One SHA-256 per image of its decoded pixels: identical images, whatever their files."""
+    return [hashlib.sha256(img.tobytes()).digest() for img in images]
+
+
+def first_val_test_match(images: np.ndarray, data: LabeledData) -> tuple[int, str, str] | None:
+    """The first of ``images`` whose pixels equal a val or test image, as (its index, that
+    split, that image's id); None when there is none. Extra images (an oracle folder, an
+    unlabeled pool) must never hold one."""
+    held = {d: (name, data.splits[name].ids[i]) for name in ("val", "test")
+            for i, d in enumerate(pixel_digests(data.splits[name].images))}
+    return next(((i, *held[d]) for i, d in enumerate(pixel_digests(images)) if d in held), None)

@@ -17,7 +17,6 @@ are labeled already) and counted. ``data.unlabeled_max`` keeps a seeded subset.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from genaug.config import DataConfig
-from genaug.data.base import LabeledData, Split
+from genaug.data.base import LabeledData, Split, first_val_test_match, pixel_digests
 from genaug.errors import DataError
 
 PoolFn = Callable[[str, DataConfig, LabeledData], "tuple[Split, bool]"]  # -> (pool, ids share the data's namespace)
@@ -99,25 +98,19 @@ def _folder(spec: str, cfg: DataConfig, data: LabeledData) -> tuple[Split, bool]
     return split, False
 
 
-def _digests(images: np.ndarray) -> list[bytes]:
-    return [hashlib.sha256(img.tobytes()).digest() for img in images]
-
-
 def _check(pool: Split, data: LabeledData, spec: str, same_ids: bool) -> np.ndarray:
     """Refuse val/test images in the pool; return the indices to keep (labeled
     training images dropped)."""
     for name in ("val", "test"):
-        split = data.splits[name]
-        if same_ids and (common := set(pool.ids) & set(split.ids)):
+        if same_ids and (common := set(pool.ids) & set(data.splits[name].ids)):
             raise DataError(f"data.unlabeled={spec} holds {len(common)} {name} image(s), e.g. {sorted(common)[0]}; the pool "
                             "may use training-pool images only (for the labeled source's own left-out images use 'rest')")
-        held = dict(zip(_digests(split.images), split.ids))
-        for i, d in enumerate(_digests(pool.images)):
-            if d in held:
-                raise DataError(f"data.unlabeled={spec}: {pool.ids[i]} is the {name} image {held[d]}; "
-                                "the pool may not hold val or test images")
-    train = set(_digests(data.splits["train"].images)) | (set(data.splits["train"].ids) if same_ids else set())
-    return np.array([i for i, (d, name) in enumerate(zip(_digests(pool.images), pool.ids))
+    hit = first_val_test_match(pool.images, data)
+    if hit:
+        raise DataError(f"data.unlabeled={spec}: {pool.ids[hit[0]]} is the {hit[1]} image {hit[2]}; "
+                        "the pool may not hold val or test images")
+    train = set(pixel_digests(data.splits["train"].images)) | (set(data.splits["train"].ids) if same_ids else set())
+    return np.array([i for i, (d, name) in enumerate(zip(pixel_digests(pool.images), pool.ids))
                      if d not in train and name not in train], dtype=np.int64)
 
 

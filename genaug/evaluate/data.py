@@ -163,10 +163,9 @@ def _attach_oracle(cfg: Config, ed: EvalData, data) -> None:
 
 def _refuse_overlap(pool: Split, data, where: str) -> None:
     """An oracle folder must not hold val or test images (byte-identical after decoding)."""
-    held = {hashlib.sha256(img.tobytes()).digest(): (name, data.splits[name].ids[i])
-            for name in ("val", "test") for i, img in enumerate(data.splits[name].images)}
-    for i, img in enumerate(pool.images):
-        hit = held.get(hashlib.sha256(img.tobytes()).digest())
-        if hit:
-            raise GenaugError(f"eval.oracle_dir {where}: {pool.ids[i]} is the {hit[0]} image {hit[1]}; "
-                              "the oracle may use training-pool images only")
+    from genaug.data.base import first_val_test_match
+
+    hit = first_val_test_match(pool.images, data)
+    if hit:
+        raise GenaugError(f"eval.oracle_dir {where}: {pool.ids[hit[0]]} is the {hit[1]} image {hit[2]}; "
+                          "the oracle may use training-pool images only")
