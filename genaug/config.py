@@ -9,7 +9,7 @@ is the built-in default: embedded ``mnist5k``, a small conditional DCGAN, run
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -170,7 +170,21 @@ class EvalConfig(Section):
         """``--set eval.mix=0.3`` arrives as a YAML number; keep the text form."""
         return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
     seeds: int = Field(3, ge=1, le=100)
-    steps: int = Field(600, ge=1)
+    steps: Optional[int] = Field(None, ge=1, description="a fixed budget: exactly this many steps per row, cosine "
+                                 "schedule, best-val weights tested; None = the converged protocol (epochs, min_steps, "
+                                 "max_steps, patience, lr_cuts)")
+    epochs: float = Field(40.0, gt=0, description="converged protocol: each row's step cap is this many epochs of its "
+                          "own data (real + extra images), clamped to [min_steps, max_steps]")
+    min_steps: int = Field(3000, ge=1, description="converged protocol: the smallest step cap of a row")
+    max_steps: int = Field(8000, ge=1, description="converged protocol: the largest step cap of a row")
+    schedule: Literal["plateau", "cosine"] = Field("plateau", description="converged protocol: plateau = constant "
+                                                   "learning rate cut 10x on each val plateau (lr_cuts), then stop; "
+                                                   "cosine = cosine over the row's cap, stop on a plateau")
+    lr_cuts: int = Field(1, ge=0, le=5, description="converged protocol: on a val plateau (patience evaluations without "
+                         "improvement) the learning rate is cut 10x this many times; the next plateau stops the row")
+    workers: Union[int, Literal["auto"]] = Field("auto", description="processes that train runs at once (each with "
+                                                 "cores / workers threads); auto = one per core when the pending runs "
+                                                 "are long enough to repay a process start")
     batch_size: int = Field(64, ge=2)
     lr: float = Field(1e-3, gt=0, lt=10)
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -179,12 +193,17 @@ class EvalConfig(Section):
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     mixup: float = Field(0.0, ge=0.0)
     cutmix: float = Field(0.0, ge=0.0)
-    augment: Literal["none", "shift", "shift_flip", "randaugment"] = Field(
-        "randaugment", description="the strong baseline's (and every synthetic row's) augmentation. shift: random 2 px "
-        "shifts; shift_flip: + horizontal flips; randaugment: + flips and 2 RandAugment ops per image (magnitude 9/30)")
+    augment: Literal["auto", "none", "shift", "shift_flip", "randaugment", "randaugment_noflip"] = Field(
+        "auto", description="the strong baseline's (and every row's but naive) augmentation. shift: random 2 px "
+        "shifts; shift_flip: + horizontal flips; randaugment: + flips and 2 RandAugment ops per image (magnitude 9/30); "
+        "randaugment_noflip: shifts + the 2 ops, no flips; auto: the candidate with the best val accuracy of the strong "
+        "row (first seed), chosen once per evaluation")
+    augment_candidates: tuple[Literal["none", "shift", "shift_flip", "randaugment", "randaugment_noflip"], ...] = Field(
+        ("none", "shift", "shift_flip", "randaugment", "randaugment_noflip"), min_length=1,
+        description="the menu eval.augment=auto chooses from (ties go to the earlier one)")
     real_sampling: Literal["uniform", "balanced"] = Field(
         "balanced", description="the strong baseline's real draws: over classes first (balanced) or uniformly over images")
-    naive_augment: Literal["none", "shift", "shift_flip", "randaugment"] = Field(
+    naive_augment: Literal["none", "shift", "shift_flip", "randaugment", "randaugment_noflip"] = Field(
         "shift", description="the naive real-only row's augmentation (its draws are always uniform over images)")
     synthetic_dir: Optional[str] = Field(None, description="evaluate this labeled ImageFolder as the synthetic set "
                                          "instead of gen_dataset/<run> (any generator's output; no manifest needed)")
@@ -196,7 +215,8 @@ class EvalConfig(Section):
     oracle_dir: Optional[str] = Field(None, description="an ImageFolder of extra labeled real images for the oracle "
                                       "row (default: the training-pool images real_per_class / imbalance left out)")
     eval_every: int = Field(100, ge=1, description="val accuracy every N steps; the best-val weights are tested")
-    patience: int = Field(0, ge=0, description="stop after N evaluations without val improvement; 0 = never")
+    patience: int = Field(5, ge=1, description="converged protocol: evaluations without val improvement that make a "
+                          "plateau (cut the learning rate, or stop the row); a fixed eval.steps never stops early")
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     channels_last: bool = Field(True, description="conv weights in channels-last memory format (~25% faster on CPU)")
 
@@ -220,8 +240,7 @@ class Config(Section):
     pool: PoolConfig = PoolConfig()
     img2img: Img2ImgConfig = Img2ImgConfig()
     sample: SampleConfig = SampleConfig(min_confidence=0.6)
-    eval: EvalConfig = EvalConfig(model="resnet_small28", lr=4e-3, steps=300, batch_size=32, eval_every=100, seeds=3,
-                                  mix="0.5")
+    eval: EvalConfig = EvalConfig(model="resnet_fast28", lr=4e-3, batch_size=32, eval_every=100, seeds=3, mix="0.5")
     paths: PathsConfig = PathsConfig()
 
     def run_dir(self) -> Path:

@@ -195,6 +195,17 @@ def safe_name(name: str) -> str:
     return cleaned[:200]
 
 
+def class_dirs(classes: list[str]) -> list[str]:
+    """Safe, unique folder names of ``classes`` (``'a/b'`` and ``'a_b'`` would collide:
+    suffix the index). Every folder genaug writes per class is named by this, and every
+    class folder it reads may carry either the class name or this name."""
+    names = [safe_name(c) for c in classes]
+    seen: dict[str, int] = {}
+    for n in names:
+        seen[n.lower()] = seen.get(n.lower(), 0) + 1
+    return [f"{n}_{i}" if seen[n.lower()] > 1 else n for i, n in enumerate(names)]
+
+
 def safe_join(root: str | Path, *parts: str) -> Path:
     """Join sanitised components under ``root`` and check the result stays inside."""
     root = Path(root).resolve()

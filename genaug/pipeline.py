@@ -32,7 +32,7 @@ def stage_hashes(cfg: Config) -> dict[str, str]:
     sampler = getattr(cfg, SAMPLER_SECTION[kind]).model_dump(mode="json") if kind in SAMPLER_SECTION else {}
     sample = stable_hash({"train": train, "sample": cfg.sample.model_dump(mode="json"), "sampler": sampler,
                           "gen_dir": cfg.paths.gen_dir})
-    evaluation = stable_hash({"sample": sample, "eval": cfg.eval.model_dump(mode="json")})
+    evaluation = stable_hash({"sample": sample, "eval": cfg.eval.model_dump(mode="json", exclude={"workers"})})
     return {"train": train, "sample": sample, "eval": evaluation, "report": stable_hash({"eval": evaluation, "v": 1})}
 
 

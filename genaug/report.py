@@ -15,7 +15,7 @@ from PIL import Image
 
 from genaug.config import Config
 from genaug.evaluate.plots import png_bytes
-from genaug.evaluate.run import rebalancing_caution
+from genaug.evaluate.run import budget_text, rebalancing_caution, steps_text
 from genaug.io import atomic_write_bytes, atomic_write_text, read_jsonl
 
 SCALE, PER_SIDE = 2, 8
@@ -237,11 +237,18 @@ def _summary(doc: Doc, cfg: Config, metrics: dict | None) -> None:
         rb = metrics["baselines"]["strong_over_naive"]["acc"]
         doc.p(f"What rebalancing + augmentation alone give (strong vs naive real-only, no generator involved): "
               f"{_ci(rb, True)}. No part of it is credited to the generator.")
+    sens = metrics.get("sensitivity")
+    if sens:
+        doc.p("Sensitivity: " + sens["text"])
     caution = rebalancing_caution(metrics)
     if caution:
         doc.p(caution)
+    choice = metrics.get("augment_choice") or {}
+    if choice.get("val_acc"):
+        doc.p(f"Baseline augmentation: {choice['chosen']}, chosen by {choice['by']} ("
+              + ", ".join(f"{k} {v:.4f}" for k, v in choice["val_acc"].items()) + "); every row but the naive one uses it.")
     doc.p(f"Classifier {metrics['model']} ({metrics['strategy']}, {'pretrained' if metrics['pretrained'] else 'from scratch'}), "
-          f"{metrics['steps']} steps x {metrics['batch_size']}; real training images {metrics['real']['train']}, "
+          f"{budget_text(metrics)}, batch {metrics['batch_size']}; real training images {metrics['real']['train']}, "
           f"validation {metrics['real']['val']}, test {metrics['real']['test']}; {what} {metrics['synthetic']['n']}"
           + (f" from {metrics['synthetic']['dir']}" if metrics["synthetic"].get("external") else " kept")
           + (". The generator, the judge and the classifier saw only the training split and the unlabeled pool (no "
@@ -271,9 +278,10 @@ def _accuracy(doc: Doc, metrics: dict | None, eval_dir: Path) -> None:
     if not metrics:
         return
     doc.h("Accuracy and gain over the strong baseline (mean [95% t-interval] over seeds)")
-    doc.table(["row", "mix r", "test accuracy", "macro-F1", "val accuracy", "paired gain (acc.)", "paired gain (F1)"],
+    doc.table(["row", "mix r", "test accuracy", "macro-F1", "val accuracy", "paired gain (acc.)", "paired gain (F1)",
+               "steps used / best step (mean)"],
               [[name, f"{s['mix']:g}", _ci(s["test_acc"]), _ci(s["test_f1"]), _ci(s["val_acc"]),
-                _ci(s.get("gain_acc"), True), _ci(s.get("gain_f1"), True)] for name, s in _rows(metrics)])
+                _ci(s.get("gain_acc"), True), _ci(s.get("gain_f1"), True), steps_text(s)] for name, s in _rows(metrics)])
     for name, caption in (("accuracy_vs_mix.png", "Test accuracy vs share r (error bars: 95% CI); r = 0 is the strong baseline"),
                           ("per_class_gain.png", "Per-class accuracy gain over the strong real-only baseline")):
         p = eval_dir / name

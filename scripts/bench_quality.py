@@ -238,10 +238,77 @@ def one_setting(args, k: int, gen: str) -> dict:
     return result
 
 
+def noise_set(args, k: int, folder: Path) -> Path:
+    """The negative control's "synthetic" set: ``sample.per_class`` uniform-noise images
+    per class (seeded), written as an ImageFolder with genaug's class folder names."""
+    import numpy as np
+    from PIL import Image
+
+    from genaug.io import class_dirs
+
+    cfg = _cfg(args, k, f"fm_k{k}_noise")
+    _, classes = kshot_train(args, k)
+    rng = np.random.default_rng(args.seed)
+    for name in class_dirs(classes):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(cfg.sample.per_class):
+            image = rng.integers(0, 256, (cfg.data.image_size or 28,) * 2, dtype=np.uint8)
+            path = folder / name / f"{i:05d}.png"
+            if not path.exists():
+                Image.fromarray(image).save(path)
+    return folder
+
+
+def noise_setting(args, k: int) -> dict:
+    """The instrument check: the strong baseline, the oracle (held-out real images) and
+    uniform noise as the synthetic set, in the same evaluation. A sound instrument shows
+    the oracle's gain and no gain from noise."""
+    run = f"fm_k{k}_noise"
+    folder = noise_set(args, k, Path(args.runs_dir) / "noise_set" / f"k{k}")
+    common = ["--set", f"data.real_per_class={k}", "--set", f"eval.seeds={args.seeds}", "--set", f"seed={args.seed}"]
+    t0 = time.perf_counter()
+    genaug(args, "eval-classifier", "--run", run, "--synthetic", str(folder), *common,
+           *(["--mix", ",".join(map(str, args.noise_mixes))] if args.noise_mixes else []),
+           log=Path(args.runs_dir) / f"{run}.log")
+    metrics = json.loads((Path(args.runs_dir) / run / "eval" / "metrics.json").read_text())
+    return {"k": k, "generator": "noise", "seconds": round(time.perf_counter() - t0, 1), "command": command(args),
+            "device": device_name(), "date": time.strftime("%Y-%m-%d"),
+            "filtered": {"metrics": {key: metrics.get(key) for key in METRIC_KEYS + ("budget", "augment_choice",
+                                                                                    "sensitivity")}}}
+
+
+def noise_table(results: list[dict]) -> list[str]:
+    """Markdown of the instrument check: per K the strong baseline, the oracle and noise."""
+    from genaug.evaluate.run import budget_text, steps_text
+
+    lines = ["### Instrument check: the oracle and a noise control", "",
+             "The same evaluation holds the strong baseline, the oracle (held-out real training images in the extra "
+             "slots, as many per class as the noise set) and uniform-noise images with the class labels as the "
+             "\"synthetic\" set. A sound instrument shows the oracle's gain and no gain from noise. Rows come from:", ""]
+    lines += sorted({f"- `{r['command']}` on {r['device']}, {r['date']} ({r['seconds'] / 60:.0f} min)" for r in results})
+    lines += ["", "| K | rows | extra images | test accuracy [95% CI] | paired gain over strong [95% CI] | steps used / best "
+              "(mean) |", "|---|---|---|---|---|---|"]
+    for r in sorted(results, key=lambda r: r["k"]):
+        m = r["filtered"]["metrics"]
+        choice = (m.get("augment_choice") or {}).get("chosen", m.get("augment"))
+        base = m["settings"][0]
+        rows = [("naive real only", 0, m["baselines"]["naive"], negated(m["baselines"]["strong_over_naive"]["acc"])),
+                (f"strong real only ({choice}, chosen on val)", 0, base, None)]
+        rows += [(f"oracle, mix {o['mix']:g}", m["oracle"]["n"], o, o["gain_acc"]) for o in (m.get("oracle") or {}).get("settings", [])]
+        rows += [(f"noise, mix {s['mix']:g}", m["synthetic"]["n"], s, s["gain_acc"]) for s in m["settings"][1:]]
+        for label, n, s, gain in rows:
+            lines.append(f"| {r['k']} | {label} | {n} | {ci(s['test_acc'])} | {ci(gain, True) if gain else '(baseline)'} "
+                         f"| {steps_text(s)} |")
+        lines.append(f"| {r['k']} | budget | | {budget_text(m)}; {len(m['seeds'])} seeds | | |")
+    lines.append("")
+    return lines
+
+
 def command(args) -> str:
     return "python scripts/bench_quality.py " + " ".join(
         [f"--per-class {' '.join(map(str, args.per_class))}", f"--generators {' '.join(args.generators)}",
-         f"--seeds {args.seeds}"] + ([f"--config {args.config}"] if args.config != CONFIG else [])
+         f"--seeds {args.seeds}"] + ([f"--noise-mixes {' '.join(map(str, args.noise_mixes))}"]
+                                     if getattr(args, "noise_mixes", None) else []) + ([f"--config {args.config}"] if args.config != CONFIG else [])
         + ([f"--pool {args.pool}"] + ([f"--pool-max {args.pool_max}"] if args.pool_max else [])
            if getattr(args, "pool", None) else [])
         + [f"--set {kv}" for kv in args.set or []])
@@ -361,13 +428,17 @@ def _fidelity_cell(part: dict) -> str:
 
 def table(results: list[dict], args) -> str:
     """Markdown: one block per K; each result names the command, device and date it ran with."""
+    noise = [r for r in results if r["generator"] == "noise"]
     pooled = [r for r in results if r.get("pool")]
-    results = [r for r in results if not r.get("pool")]
+    results = [r for r in results if not r.get("pool") and r["generator"] != "noise"]
+    if noise and not results and not pooled:
+        return "\n".join(noise_table(noise))
     if not results:
         return "\n".join(["### With an unlabeled pool (issue #19)", ""] + pool_table(pooled, results))
     runs = sorted({(r.get("command", command(args)), r.get("device", "?"), r.get("date", "?")) for r in results})
     seeds = "/".join(str(n) for n in sorted({len(r["filtered"]["metrics"]["seeds"]) for r in results}))
-    lines = [f"Runs: {seeds} classifier seeds per row (paired across rows), one generator per K and generator kind "
+    lines = noise_table(noise) if noise else []
+    lines += [f"Runs: {seeds} classifier seeds per row (paired across rows), one generator per K and generator kind "
              f"(base seed {args.seed}). Rows come from:", ""]
     lines += [f"- `{cmd}` on {dev}, {date}" for cmd, dev, date in runs]
     lines.append("")
@@ -430,7 +501,10 @@ def table(results: list[dict], args) -> str:
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-class", type=int, nargs="+", default=[10, 50])
-    ap.add_argument("--generators", nargs="+", default=["gan", "diffusion"], choices=["gan", "diffusion"])
+    ap.add_argument("--generators", nargs="+", default=["gan", "diffusion"], choices=["gan", "diffusion", "noise"],
+                    help="noise: the instrument check (uniform noise as the synthetic set, beside the oracle)")
+    ap.add_argument("--noise-mixes", type=float, nargs="+", default=None, help="the noise check's shares (default: "
+                    "the config's eval.mix)")
     ap.add_argument("--seeds", type=int, default=5, help="classifier seeds per row")
     ap.add_argument("--seed", type=int, default=0, help="base seed (generator, judge, first classifier seed)")
     ap.add_argument("--config", default=CONFIG)
@@ -463,7 +537,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     else:
         for k in args.per_class:
             for gen in args.generators:
-                new = pool_setting(args, k, gen) if args.pool else one_setting(args, k, gen)
+                new = (noise_setting(args, k) if gen == "noise" else pool_setting(args, k, gen) if args.pool
+                       else one_setting(args, k, gen))
                 # re-read before writing: another invocation may have merged its rows meanwhile
                 results = merge(json.loads(out.read_text()) if out.exists() else [], [new])
                 out.write_text(json.dumps(results, indent=1))

@@ -14,6 +14,10 @@ the median images/s, the spread (min-max) and the peak memory.
   guidance 2 (two UNet passes per step); the peer's DDIM at 25 steps.
 * Classifier training: genaug's eval step (uint8 -> normalised input, shift
   augmentation, label smoothing, channels-last) vs a plain fp32 loop of resnet_small28.
+* Evaluation runs per minute: ``--eval-runs`` whole evaluation runs (train_once: the
+  default classifier, RandAugment, val checks, best-val weights, test metrics) of
+  ``--eval-steps`` steps each, one at a time in one process (all cores' threads) vs
+  batched over worker processes (``eval.workers: auto``: one per core), same steps.
 
     pip install denoising-diffusion-pytorch   # the peer, optional (rows skipped without it)
     python scripts/bench_speed.py [--repeats 3] [--steps 20] [--write BENCHMARKS.md]
@@ -49,7 +53,8 @@ import torch.nn.functional as F
 
 CASES = ["gan_train_genaug", "gan_train_plain", "diffusion_train_genaug", "diffusion_train_plain", "diffusion_train_peer",
          "gan_sample", "diffusion_sample_10", "diffusion_sample_25", "diffusion_sample_50", "peer_sample_25",
-         "classifier_train_genaug", "classifier_train_plain", "classifier_input_randaugment", "matmul_ceiling"]
+         "classifier_train_genaug", "classifier_train_plain", "classifier_input_randaugment", "eval_runs_one_at_a_time",
+         "eval_runs_batched", "matmul_ceiling"]
 
 # Datasheet dense bf16 tensor-core peaks (TFLOP/s, no sparsity), matched in this order
 # against torch.cuda.get_device_name(); --peak-tflops overrides.
@@ -419,6 +424,42 @@ def classifier_input_randaugment(args) -> dict:
     return _measure(run, args.batch_size, args.steps, on_device=False)
 
 
+def _eval_runs(args, workers: int) -> dict:
+    """``--eval-runs`` evaluation runs of ``--eval-steps`` steps (fixed budget), the
+    strong arm on 512 MNIST-5k digits: one at a time here, or over ``workers`` processes."""
+    from genaug.config import Config
+    from genaug.evaluate.arms import ARMS
+    from genaug.evaluate.train import train_once
+    from genaug.evaluate.workers import Task, run_in_workers
+
+    cfg = Config()
+    cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={
+        "steps": args.eval_steps, "augment": "randaugment", "batch_size": args.batch_size,
+        "mixed_precision": args.precision})})
+    ed = _eval_data(args)
+    arm = ARMS["strong"](cfg, ed)
+    tasks = [Task("strong", "strong", 0.0, seed, None, {}) for seed in range(args.eval_runs)]
+    t0 = time.perf_counter()
+    if workers == 1:
+        for t in tasks:
+            train_once(cfg, ed, t.r, t.seed, arm=arm, quiet=True)
+    else:
+        run_in_workers(cfg, ed, {"strong": arm}, tasks, workers, lambda t, row: None)
+    seconds = time.perf_counter() - t0
+    return {"runs_min": 60 * len(tasks) / seconds, "img_s": len(tasks) * args.eval_steps * args.batch_size / seconds,
+            "workers": workers}
+
+
+def eval_runs_one_at_a_time(args) -> dict:
+    return _eval_runs(args, 1)
+
+
+def eval_runs_batched(args) -> dict:
+    from genaug.evaluate.workers import resolve_workers
+
+    return _eval_runs(args, resolve_workers("auto", runs=args.eval_runs, steps=10**9))
+
+
 # --- reference ceiling -----------------------------------------------------------------------
 
 def matmul_ceiling(args) -> dict:
@@ -454,7 +495,8 @@ def run_case(name: str, args) -> dict:
 def child(name: str, args, env: dict | None = None) -> dict | None:
     """Run one case in a child process (with ``env``, default this one's); None when it fails."""
     cmd = [sys.executable, __file__, "--case", name, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-           "--samples", str(args.samples), "--precision", args.precision]
+           "--samples", str(args.samples), "--precision", args.precision, "--eval-runs", str(args.eval_runs),
+           "--eval-steps", str(args.eval_steps)]
     cmd += ["--channels-last"] if args.channels_last else []
     cmd += ["--compile"] if args.compile else []
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -480,6 +522,7 @@ ROWS = [  # (what, genaug case, plain-loop case, peer case)
     ("diffusion sampling, DPM++ 50 steps, w=2", "diffusion_sample_50", None, None),
     ("classifier training (resnet_small28, batch B)", "classifier_train_genaug", "classifier_train_plain", None),
     ("classifier input on the host: batch draw + RandAugment (no model)", "classifier_input_randaugment", None, None),
+    ("evaluation runs", "eval_runs_one_at_a_time", None, None),  # a table of its own (runs per minute)
 ]
 
 
@@ -539,7 +582,8 @@ def table(results: dict[str, list[dict]], args) -> str:
     lines = [
         f"Device: {device_name()}. Date: {datetime.date.today().isoformat()}. Runs: {args.repeats} per cell "
         f"(median, min-max). B = {args.batch_size}. Command: `python scripts/bench_speed.py --repeats {args.repeats} "
-        f"--steps {args.steps} --batch-size {args.batch_size} --samples {args.samples} {' '.join(flags)}`",
+        f"--steps {args.steps} --batch-size {args.batch_size} --samples {args.samples} --eval-runs {args.eval_runs} "
+        f"--eval-steps {args.eval_steps} {' '.join(flags)}`",
         "",
         f"Model FLOPs per image are counted by torch.utils.flop_counter (matmuls and convolutions, forward and "
         f"backward); {ref_line}. Host reads: how often one training step (or one sampling call) reads a "
@@ -552,11 +596,23 @@ def table(results: dict[str, list[dict]], args) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for what, ours, plain, peer in ROWS:
+        if ours.startswith("eval_runs"):
+            continue
         if not any(results.get(case) for case in (ours, plain, peer) if case):
             continue  # not among --cases, or every run of it failed
         lines.append(f"| {what} | {cell(ours)} | {cell(plain) if plain else '—'} | {cell(peer) if peer else '—'} | "
                      f"{ratio(ours, plain) if plain else '—'} | {ratio(ours, peer) if peer else '—'} | {used(ours)} | "
                      f"{reads(ours)} |")
+    if results.get("eval_runs_one_at_a_time") and results.get("eval_runs_batched"):
+        runs = lambda name: [r["runs_min"] for r in results[name]]
+        spread = lambda v: f"{statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f})" if len(v) > 1 else f"{v[0]:.2f}"
+        one, many = runs("eval_runs_one_at_a_time"), runs("eval_runs_batched")
+        lines += ["", f"Evaluation runs per minute ({args.eval_runs} runs of {args.eval_steps} steps x B, the default "
+                  "classifier with RandAugment, val checks and test metrics; same steps both ways):", "",
+                  "| one at a time (one process, all cores' threads) | batched (worker processes) | batched / one at a time |",
+                  "|---|---|---|",
+                  f"| {spread(one)} | {spread(many)} ({results['eval_runs_batched'][0]['workers']} processes) | "
+                  f"{statistics.median(many) / statistics.median(one):.2f}x |"]
     params = {k: results[k][0].get("params_m") for k in ("diffusion_train_genaug", "diffusion_train_peer") if results.get(k)}
     if params:
         lines += ["", "UNet parameters: " + ", ".join(f"{k.replace('diffusion_train_', '')} {v}M" for k, v in params.items())]
@@ -586,6 +642,8 @@ def main(argv: list[str] | None = None) -> str | None:
     ap.add_argument("--steps", type=int, default=20, help="timed training steps per run (after 3 warm-up steps)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--samples", type=int, default=64, help="images per diffusion sampling call")
+    ap.add_argument("--eval-runs", type=int, default=6, help="evaluation runs per eval_runs_* case")
+    ap.add_argument("--eval-steps", type=int, default=300, help="steps of each evaluation run")
     ap.add_argument("--precision", choices=["no", "bf16", "fp16"], default="no")
     ap.add_argument("--channels-last", action="store_true", help="diffusion UNet in channels-last memory format")
     ap.add_argument("--compile", action="store_true", help="torch.compile the plain diffusion loop's UNet")
@@ -605,6 +663,7 @@ def main(argv: list[str] | None = None) -> str | None:
             if row:
                 results[name].append(row)
                 rate = f"{row['img_s']:.1f} img/s" if "img_s" in row else _rate(row["flop_s"])
+                rate += f", {row['runs_min']:.2f} runs/min" if "runs_min" in row else ""
                 print(f"run {rep + 1}/{args.repeats} {name}: {rate}, {row['peak_mb']} MB", file=sys.stderr)
     text = table(results, args)
     print(text)

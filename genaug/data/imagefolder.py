@@ -20,6 +20,7 @@ from genaug.data.base import SPLITS, Split
 from genaug.data.images import GRAY_MODES, is_image_file, open_image, to_array
 from genaug.data.registry import RawSource
 from genaug.errors import DataError
+from genaug.io import class_dirs
 
 
 def _class_dirs(root: Path) -> list[Path]:
@@ -138,10 +139,18 @@ def read_labeled_folder(root: str | Path, classes: list[str], *, channels: int, 
     if not root.is_dir():
         raise DataError(f"{what} folder not found: {root}")
     names = [d.name for d in _class_dirs(root)]
-    extra, missing = sorted(set(names) - set(classes)), [c for c in classes if c not in names]
+    folders = _folder_names(names, classes)
+    extra, missing = sorted(set(names) - set(folders)), [c for c, f in zip(classes, folders) if f not in names]
     if extra or missing:
         raise DataError(f"{what} folder {root} does not match the data's classes: "
                         + "; ".join(p for p in (f"extra class folders {extra}" if extra else "",
                                                 f"missing class folders {missing}" if missing else "") if p))
-    _, items = scan(root, classes)
+    _, items = scan(root, folders)
     return _decode(items, root, channels, size, False, [])
+
+
+def _folder_names(names: list[str], classes: list[str]) -> list[str]:
+    """Per class, the folder that holds it: its own name, or the safe folder name genaug
+    writes for it (``data export``, ``sample``: "T-shirt/top" -> "T-shirt_top")."""
+    safe = class_dirs(classes)
+    return [c if c in names else s for c, s in zip(classes, safe)]

@@ -9,7 +9,7 @@ from genaug.progress import progress
 from genaug.data.base import SPLITS, LabeledData
 from genaug.data.images import array_to_pil
 from genaug.errors import DataError
-from genaug.io import atomic_write_bytes, safe_join
+from genaug.io import atomic_write_bytes, class_dirs, safe_join
 
 
 def describe(data: LabeledData) -> str:
@@ -40,18 +40,20 @@ def describe(data: LabeledData) -> str:
 
 def export_imagefolder(data: LabeledData, out: str | Path, split: str = "train") -> int:
     """Write ``split`` (or every split under ``out/<split>/`` when ``split == 'all'``)
-    as PNGs in ImageFolder layout. Class names are sanitised into folder names."""
+    as PNGs in ImageFolder layout. Class names are sanitised into folder names
+    (:func:`genaug.io.class_dirs`: "T-shirt/top" -> "T-shirt_top"), which every reader of
+    a labeled folder for this data accepts."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise DataError(f"export folder is not empty: {out}")
-    names = list(SPLITS) if split == "all" else [split]
+    names, folders = list(SPLITS) if split == "all" else [split], class_dirs(data.classes)
     written = 0
     for name in names:
         s = data.splits[name]
         parts = (name,) if split == "all" else ()
         for i in progress(range(len(s)), desc=f"export {name}", unit="img", leave=False):
             label = int(s.labels[i])
-            target = safe_join(out, *parts, data.classes[label], f"{i:06d}.png")
+            target = safe_join(out, *parts, folders[label], f"{i:06d}.png")
             buf = _png_bytes(s.images[i])
             atomic_write_bytes(target, buf)
             written += 1

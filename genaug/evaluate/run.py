@@ -8,6 +8,7 @@ with the same settings trains nothing.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -15,10 +16,12 @@ from accelerate import PartialState
 
 from genaug.config import Config
 from genaug.errors import ConfigError
-from genaug.evaluate.arms import Arm, build_arms
+from genaug.evaluate.arms import ARMS, Arm, build_arms
+from genaug.evaluate.budget import row_budget
 from genaug.evaluate.data import EvalData, load_eval_data
 from genaug.evaluate.stats import fmt, paired_gain, t_interval
-from genaug.evaluate.train import train_once
+from genaug.evaluate.train import arm_images, train_once
+from genaug.evaluate.workers import Task, resolve_workers, run_in_workers
 from genaug.io import append_jsonl, atomic_write_json, read_jsonl, stable_hash, sweep_temp
 from genaug.runs import config_hash, record_in_splits
 
@@ -38,9 +41,10 @@ def parse_mix(text: str, candidates: tuple[float, ...]) -> tuple[list[float], bo
 
 
 # Settings that only pick an arm's draws / augmentation / extra set (hashed per arm
-# instead), or that say which rows to run rather than how one row trains.
-_NOT_IN_KEY = ("mix", "seeds", "auto_candidates", "real_sampling", "augment", "naive_augment", "synthetic_dir",
-               "oracle", "oracle_dir", "replace_prob")
+# instead), that say which rows to run rather than how one row trains, or how many
+# processes train them.
+_NOT_IN_KEY = ("mix", "seeds", "auto_candidates", "real_sampling", "augment", "augment_candidates", "naive_augment",
+               "synthetic_dir", "oracle", "oracle_dir", "replace_prob", "workers")
 
 
 def arm_key(cfg: Config, arm: Arm) -> str:
@@ -52,42 +56,100 @@ def arm_key(cfg: Config, arm: Arm) -> str:
                         "augment": arm.augment, "extra": extra, "batching": 3})  # 3: arms
 
 
+def with_augment(cfg: Config, augment: str) -> Config:
+    return cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"augment": augment})})
+
+
+class _Runner:
+    """Trains (arm, r, seed) runs that rows.jsonl does not hold yet, in this process or
+    over worker processes, appending each row as it finishes."""
+
+    def __init__(self, cfg: Config, ed: EvalData, out: Path):
+        self.cfg, self.ed, self.out, self.state = cfg, ed, out, PartialState()
+
+    def done(self) -> dict:
+        return {(r["key"], r["mix"], r["seed"]): r for r in read_jsonl(self.out / "rows.jsonl")}
+
+    def run(self, cfg: Config, jobs: list[tuple[Arm, str, float, int, Path | None]]) -> None:
+        """``jobs``: (arm, its key, r, seed, where to save the weights or None)."""
+        done = self.done()
+        pending = [j for j in jobs if (j[1], j[2], j[3]) not in done][self.state.process_index :: self.state.num_processes]
+        arms = {k: a for a, k, *_ in pending}  # by key: the augmentation candidates are all "strong"
+        tasks = [Task(k, a.name, r, s, save, {"key": k}) for a, k, r, s, save in pending]
+        steps = sum(row_budget(cfg.eval, arm_images(a, self.ed)).cap for a, *_ in pending)
+        workers = resolve_workers(cfg.eval.workers, runs=len(tasks), steps=steps, processes=self.state.num_processes)
+        append = lambda t, row: append_jsonl(self.out / "rows.jsonl", {"key": t.key, "arm": t.arm, **row})
+        if workers > 1:
+            run_in_workers(cfg, self.ed, arms, tasks, workers, append)
+            return
+        for t in tasks:  # train_once looked up at call time: tests replace it
+            append(t, train_once(cfg, self.ed, t.r, t.seed, save_to=t.save_to, save_meta=t.meta, arm=arms[t.key]))
+
+
+def choose_augment(cfg: Config, ed: EvalData, runner: _Runner, seed: int,
+                   also: list[tuple[Arm, str, float, int, Path | None]]) -> tuple[Config, dict]:
+    """``eval.augment: auto``: train the strong row once (``seed``) with each candidate
+    augmentation and keep the one with the best val accuracy (ties: the earlier
+    candidate). ``also`` (runs that do not depend on the choice) trains alongside. The
+    test split plays no part. Returns the config with the chosen augmentation."""
+    if cfg.eval.augment != "auto":
+        runner.run(cfg, also)
+        return cfg, {"chosen": cfg.eval.augment, "by": "eval.augment (forced)"}
+    candidates = list(dict.fromkeys(cfg.eval.augment_candidates))
+    jobs = []
+    for aug in candidates:
+        c = with_augment(cfg, aug)
+        arm = ARMS["strong"](c, ed)
+        jobs.append((arm, arm_key(c, arm), 0.0, seed, runner.out / "models" / f"strong-{aug}_r0_seed{seed}.safetensors"))
+    runner.run(cfg, jobs + also)
+    runner.state.wait_for_everyone()
+    done = runner.done()
+    val = {aug: done[(key, 0.0, seed)]["val_acc"] for aug, (_, key, *_) in zip(candidates, jobs)}
+    chosen = max(candidates, key=lambda a: (val[a], -candidates.index(a)))
+    saved = runner.out / "models" / f"strong-{chosen}_r0_seed{seed}.safetensors"
+    if runner.state.is_main_process and saved.is_file():
+        shutil.copyfile(saved, model_path(runner.out, "strong", 0.0, seed))
+    return with_augment(cfg, chosen), {"chosen": chosen, "by": f"best val accuracy of the strong row, seed {seed}",
+                                       "val_acc": val}
+
+
 def evaluate(cfg: Config) -> dict:
-    """Run (or reuse) every (arm, r, seed), then summarise into eval/metrics.json +
-    plots. Under ``accelerate launch`` the processes split the pending runs (each run
-    is deterministic, so the rows are those of one process) and rank 0 summarises."""
+    """Choose the baseline augmentation on val (``eval.augment: auto``), then run (or
+    reuse) every (arm, r, seed) and summarise into eval/metrics.json + plots. Under
+    ``accelerate launch`` the processes split the pending runs (each run is
+    deterministic, so the rows are those of one process) and rank 0 summarises."""
     state = PartialState()
     mixes, auto = parse_mix(cfg.eval.mix, cfg.eval.auto_candidates)
     ed = load_eval_data(cfg, need_synthetic=any(r > 0 for r in mixes) or cfg.eval.replace_prob is not None)
-    arms = build_arms(cfg, ed)
     out = cfg.run_dir() / "eval"
-    keys, seeds = {a.name: arm_key(cfg, a) for a in arms}, [cfg.seed + i for i in range(cfg.eval.seeds)]
+    seeds = [cfg.seed + i for i in range(cfg.eval.seeds)]
     if state.is_main_process:
         sweep_temp(out)
         if ed.oracle:
             record_in_splits(cfg, "oracle", ed.oracle["ids"], ed.oracle_y.tolist())
     state.wait_for_everyone()
-    done = {(r["key"], r["mix"], r["seed"]) for r in read_jsonl(out / "rows.jsonl")}
-    plan = [(a, r, s) for a in arms for r in (mixes[1:] if a.shares else [0.0]) for s in seeds]
-    pending = [(a, r, s) for a, r, s in plan if (keys[a.name], r, s) not in done]
-    for a, r, s in pending[state.process_index :: state.num_processes]:
-        save = model_path(out, a.name, r, s) if s == seeds[0] and a.name in ("strong", "synthetic") else None
-        row = train_once(cfg, ed, r, s, save_to=save, save_meta={"key": keys[a.name]}, arm=a)
-        append_jsonl(out / "rows.jsonl", {"key": keys[a.name], "arm": a.name, **row})
+    runner = _Runner(cfg, ed, out)
+    naive = ARMS["naive"](cfg, ed)  # its augmentation is its own: it trains while the baseline's is chosen
+    cfg, choice = choose_augment(cfg, ed, runner, seeds[0], [(naive, arm_key(cfg, naive), 0.0, s, None) for s in seeds])
+    arms = build_arms(cfg, ed)
+    keys = {a.name: arm_key(cfg, a) for a in arms}
+    runner.run(cfg, [(a, keys[a.name], r, s, model_path(out, a.name, r, s)
+                      if s == seeds[0] and a.name in ("strong", "synthetic") else None)
+                     for a in arms for r in (mixes[1:] if a.shares else [0.0]) for s in seeds])
     state.wait_for_everyone()
-    metrics = _summarise_rows(cfg, ed, out, arms, keys, mixes, seeds, auto) if state.is_main_process else None
+    metrics = _summarise_rows(cfg, ed, out, arms, keys, mixes, seeds, auto, choice) if state.is_main_process else None
     state.wait_for_everyone()
     return metrics if metrics is not None else json.loads((out / "metrics.json").read_text())
 
 
 def _summarise_rows(cfg: Config, ed: EvalData, out: Path, arms: list[Arm], keys: dict[str, str], mixes: list[float],
-                    seeds: list[int], auto: bool) -> dict:
+                    seeds: list[int], auto: bool, choice: dict) -> dict:
     from genaug.evaluate.plots import write_plots
 
     done = {(r["key"], r["mix"], r["seed"]): r for r in read_jsonl(out / "rows.jsonl")}
     rows = {(a.name, r): {s: done[(keys[a.name], r, s)] for s in seeds}
             for a in arms for r in (mixes[1:] if a.shares else [0.0])}
-    metrics = summarise(cfg, ed, rows, arms, keys, auto=auto)
+    metrics = summarise(cfg, ed, rows, arms, keys, auto=auto, augment_choice=choice)
     atomic_write_json(out / "metrics.json", metrics)
     metrics["plots"] = write_plots(metrics, out)
     atomic_write_json(out / "metrics.json", metrics)
@@ -108,6 +170,7 @@ def _setting(arm: str, r: float, by_seed: dict[int, dict], base: dict[int, dict]
         "confusion": [[sum(by_seed[s]["confusion"][i][j] for s in seeds) for j in range(k)] for i in range(k)],
         "seconds_per_run": sum(by_seed[s]["seconds"] for s in seeds) / len(seeds),
         "synthetic_share_seen": sum(by_seed[s].get("synthetic_share_seen", 0.0) for s in seeds) / len(seeds),
+        "steps": {k: [by_seed[s].get(k) for s in seeds] for k in ("steps", "best_step", "cap")},
     }
     if base is not None:
         out["gain_acc"] = paired_gain({s: base[s]["test_acc"] for s in seeds}, {s: by_seed[s]["test_acc"] for s in seeds})
@@ -121,8 +184,54 @@ def captured_share(synthetic: dict, oracle: dict) -> dict:
     """Share of the oracle's paired gain that the synthetic set captures; ``None``
     (n/a) unless the oracle's gain interval lies above zero."""
     if oracle["lo"] is None or oracle["lo"] <= 0:
-        return {"share": None, "why": "n/a: the oracle's gain interval includes 0 (no gain to capture)"}
+        return {"share": None, "why": "n/a: the oracle's gain is not significant (its interval includes 0), so this "
+                "evaluation could not have detected a gain of that size"}
     return {"share": synthetic["mean"] / oracle["mean"], "why": None}
+
+
+def budget_rule(cfg: Config) -> dict:
+    """The training-length rule every row followed (see genaug.evaluate.budget)."""
+    ec = cfg.eval
+    if ec.steps is not None:
+        return {"protocol": "fixed", "steps": ec.steps, "schedule": "cosine", "selection": "best val accuracy",
+                "eval_every": ec.eval_every}
+    return {"protocol": "converged", "schedule": ec.schedule, "epochs": ec.epochs, "min_steps": ec.min_steps,
+            "max_steps": ec.max_steps, "patience": ec.patience, "lr_cuts": ec.lr_cuts if ec.schedule == "plateau" else 0,
+            "eval_every": ec.eval_every, "selection": "best val accuracy"}
+
+
+def _what_to_change(metrics: dict, cfg: Config) -> str:
+    ec, seeds = cfg.eval, len(metrics["seeds"])
+    longer = ("eval.steps (a fixed budget; unset it for the converged protocol)" if ec.steps is not None else
+              f"a longer budget (eval.patience {ec.patience}, eval.epochs {ec.epochs:g}, eval.max_steps {ec.max_steps})")
+    return (f"more seeds (eval.seeds, now {seeds}: the interval narrows as 1/sqrt(seeds)), a larger validation split "
+            f"(data.val_fraction; {metrics['real']['val']} images pick every checkpoint now), {longer}, or a larger "
+            "share r / more held-out images in the oracle")
+
+
+def sensitivity(metrics: dict, cfg: Config) -> dict:
+    """Could this evaluation have seen a gain? The oracle (held-out real images in the
+    synthetic slots) is the positive control: where its gain interval includes zero,
+    a synthetic set's "no difference" is no finding about the set."""
+    oracle = metrics.get("oracle")
+    if not oracle or not oracle.get("settings"):
+        return {"detectable": None, "text": "No oracle row (no held-out real labeled images): this evaluation cannot "
+                "say how large a gain it could detect. Set eval.oracle_dir to a folder of extra labeled real images, "
+                "or hold some out with data.real_per_class."}
+    by_mix = {}
+    for o in oracle["settings"]:
+        g = o["gain_acc"]
+        half = None if g["lo"] is None else (g["hi"] - g["lo"]) / 2
+        seen = bool(g["lo"] is not None and g["lo"] > 0)
+        text = (f"r={o['mix']:g}: held-out real images in the same slots gain {fmt(g, signed=True)}, so a gain of that "
+                "size is detectable here" if seen else
+                f"r={o['mix']:g}: this evaluation could not have detected a gain of this size: held-out real images in "
+                f"the same slots gave {fmt(g, signed=True)}, an interval that includes zero, so a synthetic set could "
+                f"be as useful as real images and still read as no difference. To make it see one: "
+                + _what_to_change(metrics, cfg))
+        by_mix[str(o["mix"])] = {"detectable": seen, "half_width": half, "text": text}
+    return {"detectable": all(v["detectable"] for v in by_mix.values()), "by_mix": by_mix,
+            "text": " ".join(v["text"] + "." for v in by_mix.values())}
 
 
 def auto_choice(settings: list[dict]) -> dict:
@@ -132,7 +241,7 @@ def auto_choice(settings: list[dict]) -> dict:
 
 
 def summarise(cfg: Config, ed: EvalData, rows: dict[tuple[str, float], dict[int, dict]], arms: list[Arm],
-              keys: dict[str, str], *, auto: bool) -> dict:
+              keys: dict[str, str], *, auto: bool, augment_choice: dict | None = None) -> dict:
     """metrics.json: ``settings`` = the strong baseline then + synthetic at each r (gains
     over the strong baseline); ``baselines`` = naive and strong and what rebalancing +
     augmentation alone give; ``oracle`` = held-out real images in the same slots."""
@@ -144,10 +253,11 @@ def summarise(cfg: Config, ed: EvalData, rows: dict[tuple[str, float], dict[int,
     metrics = {
         "schema": 2, "run": cfg.run, "key": stable_hash(keys), "keys": keys, "classes": ed.classes,
         "model": cfg.eval.model, "strategy": cfg.eval.strategy, "pretrained": cfg.eval.pretrained or bool(cfg.eval.pretrained_file),
-        "steps": cfg.eval.steps, "batch_size": cfg.eval.batch_size, "seeds": sorted(strong),
+        "steps": cfg.eval.steps, "budget": budget_rule(cfg), "batch_size": cfg.eval.batch_size, "seeds": sorted(strong),
         "real": {"train": len(ed.train_x), "val": len(ed.val_x), "test": next(iter(strong.values()))["n_test"],
                  "train_per_class": torch.bincount(ed.train_y, minlength=len(ed.classes)).tolist()},
         "real_sampling": cfg.eval.real_sampling, "augment": cfg.eval.augment,
+        "augment_choice": augment_choice or {"chosen": cfg.eval.augment, "by": "eval.augment (forced)"},
         "arms": {a.name: {"title": a.title, "explains": a.explains, "sampling": a.sampling, "augment": a.augment}
                  for a in arms},
         "synthetic": ed.synthetic, "baseline_mix": 0.0, "settings": settings,
@@ -168,6 +278,7 @@ def summarise(cfg: Config, ed: EvalData, rows: dict[tuple[str, float], dict[int,
     if "replace" in by_name:
         metrics["replace"] = {**by_name["replace"].extra_info,
                               "settings": [_setting("replace", 0.0, rows[("replace", 0.0)], strong)]}
+    metrics["sensitivity"] = sensitivity(metrics, cfg) if len(settings) > 1 else None  # real-only: nothing to detect
     if auto:
         best = auto_choice(settings)
         metrics["auto"] = {"chosen_mix": best["mix"], "by": "mean val accuracy",
@@ -201,19 +312,41 @@ def rebalancing_caution(metrics: dict) -> str | None:
             "the default) separates the two.")
 
 
+def steps_text(s: dict) -> str:
+    """Mean steps used / mean best step of a setting's runs (the cap in brackets when all share one)."""
+    st = s.get("steps") or {}
+    used, best, cap = ([v for v in st.get(k, []) if v is not None] for k in ("steps", "best_step", "cap"))
+    if not used:
+        return "-"
+    mean = lambda v: f"{sum(v) / len(v):.0f}"
+    return f"{mean(used)} / {mean(best)}" + (f" (cap {cap[0]})" if cap and len(set(cap)) == 1 else "")
+
+
+def budget_text(metrics: dict) -> str:
+    b = metrics.get("budget") or {"protocol": "fixed", "steps": metrics.get("steps")}
+    if b["protocol"] == "fixed":
+        return f"{b['steps']} steps (fixed)"
+    lr = (f"{b['lr_cuts']} lr cut(s)" if b.get("schedule", "plateau") == "plateau" else "cosine over the cap")
+    return (f"trained to convergence on val (patience {b['patience']} x {b['eval_every']} steps, {lr}, "
+            f"cap {b['epochs']:g} epochs in [{b['min_steps']}, {b['max_steps']}] steps)")
+
+
 def _row(title: str, s: dict, gain: str, mark: str = "") -> str:
     return (f"{title:<24} {s['mix']:>5g}  {s['synthetic_share_seen']:>9.3f}  {fmt(s['test_acc']):<26} "
-            f"{fmt(s['test_f1']):<26} {gain:<28}{mark}")
+            f"{fmt(s['test_f1']):<26} {gain:<28}{steps_text(s):<24}{mark}")
 
 
 def results_table(metrics: dict) -> str:
     """The terminal table: naive, strong, + synthetic at each r, oracle; gains over the strong baseline."""
     syn = metrics["synthetic"]
     source = f"external {syn['dir']}" if syn.get("external") else "kept"
-    lines = [f"{metrics['model']} ({metrics['strategy']}), {metrics['steps']} steps x {metrics['batch_size']}, "
-             f"seeds {metrics['seeds']}; real train {metrics['real']['train']}, synthetic {source} {syn['n']}; "
+    choice = metrics.get("augment_choice") or {}
+    lines = [f"{metrics['model']} ({metrics['strategy']}), {budget_text(metrics)}, batch {metrics['batch_size']}, "
+             f"seeds {metrics['seeds']}; augmentation {metrics['augment']} ({choice.get('by', 'eval.augment')}); "
+             f"real train {metrics['real']['train']}, synthetic {source} {syn['n']}; "
              f"test n={metrics['real']['test']}; mean [95% t-interval]; gains are paired, over the strong baseline",
-             f"{'row':<24} {'mix':>5}  {'seen extra':>9}  {'test accuracy':<26} {'macro-F1':<26} {'paired gain (accuracy)':<28}"]
+             f"{'row':<24} {'mix':>5}  {'seen extra':>9}  {'test accuracy':<26} {'macro-F1':<26} {'paired gain (accuracy)':<28}"
+             f"{'steps used / best (mean)':<24}"]
     base = metrics.get("baselines")
     if base:
         lines.append(_row("naive real-only", base["naive"], "(not the baseline)"))
@@ -236,6 +369,9 @@ def results_table(metrics: dict) -> str:
     for r, c in ((oracle or {}).get("captured") or {}).items():
         lines.append(f"share of the oracle's gain captured at r={float(r):g}: "
                      + (f"{c['share']:.2f}" if c["share"] is not None else c["why"]))
+    sens = metrics.get("sensitivity")
+    if sens and not sens.get("detectable"):
+        lines.append("Sensitivity: " + sens["text"])
     for r, g in (pool.get("synthetic_over_pool") or {}).items():
         lines.append(f"synthetic on top of the pseudo-labeled pool at r={float(r):g} (pool + synthetic - pool): "
                      f"{fmt(g, signed=True)}")

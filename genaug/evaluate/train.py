@@ -1,12 +1,13 @@
 """One classifier training run at synthetic share ``r`` with one seed.
 
-Every run takes exactly ``eval.steps`` optimisation steps of ``eval.batch_size``
-examples; at step t the batch holds ``floor((t+1) r B) - floor(t r B)`` synthetic
-slots, so over the run a share r is synthetic whatever B (less when some classes are
-not augmented: their slots get real images, and the row records the share seen). Real indices, synthetic
-indices and augmentation come from three generators seeded by the seed alone, so the
-runs at different r with the same seed share initialisation and real-data order: the
-comparison is paired.
+Each step draws ``eval.batch_size`` examples; at step t the batch holds
+``floor((t+1) r B) - floor(t r B)`` synthetic slots, so over the run a share r is
+synthetic whatever B (less when some classes are not augmented: their slots get real
+images, and the row records the share seen). How many steps a run takes is its
+:class:`~genaug.evaluate.budget.Budget` (converged on val by default, or a fixed
+``eval.steps``). Real indices, synthetic indices and augmentation come from three
+generators seeded by the seed alone, so the runs of different rows with the same seed
+share initialisation and real-data order: the comparison is paired.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from timm.scheduler import CosineLRScheduler
 
 from genaug.config import Config, EvalConfig
 from genaug.evaluate.arms import Arm
+from genaug.evaluate.budget import Budget, Plateau, row_budget
 from genaug.evaluate.classifier import InputSpec, apply_strategy, create_classifier
 from genaug.evaluate.data import EvalData
 from genaug.faults import fault_point
@@ -128,8 +130,9 @@ def rand_augment(x: torch.Tensor, g: torch.Generator, n: int = 2, magnitude: flo
 def augment(x: torch.Tensor, kind: str, g: torch.Generator, pad: int = 2) -> torch.Tensor:
     """Classic augmentation on uint8 ``(B, C, H, W)``: random shifts (replicate-padded
     crops); ``shift_flip`` adds horizontal flips, ``randaugment`` adds flips and two
-    RandAugment-style ops per image. Draws the same random numbers for every batch of
-    the same size, so paired runs stay in step."""
+    RandAugment-style ops per image, ``randaugment_noflip`` the two ops without flips.
+    Draws the same random numbers for every batch of the same size whatever the kind
+    (but ``none``), so paired runs stay in step."""
     if kind == "none":
         return x
     out = random_shift(x.float(), g, pad)  # the judge's shift: same draws (dx, then dy)
@@ -137,7 +140,7 @@ def augment(x: torch.Tensor, kind: str, g: torch.Generator, pad: int = 2) -> tor
     if kind in ("shift_flip", "randaugment"):
         out = torch.where(flip.view(-1, 1, 1, 1), out.flip(-1), out)
     out = out.to(torch.uint8)  # whole numbers already (shifted and flipped uint8 pixels)
-    return rand_augment(out, g) if kind == "randaugment" else out
+    return rand_augment(out, g) if kind.startswith("randaugment") else out
 
 
 def _loss_and_mixup(ec: EvalConfig, num_classes: int):
@@ -238,7 +241,7 @@ class _Trainer:
     mixup: Mixup | None
 
 
-def _trainer(ec: EvalConfig, ed: EvalData) -> _Trainer:
+def _trainer(ec: EvalConfig, ed: EvalData, budget: Budget) -> _Trainer:
     """A run is one process on one device: under ``accelerate launch`` the processes
     split the runs between them (see ``evaluate``), so the model is never wrapped in DDP."""
     device = PartialState().device
@@ -247,7 +250,8 @@ def _trainer(ec: EvalConfig, ed: EvalData) -> _Trainer:
     if ec.channels_last:  # mkldnn / cuDNN pick NHWC kernels from the weights' layout (~25% faster on CPU)
         model = model.to(memory_format=torch.channels_last)
     opt = create_optimizer_v2(model, opt=ec.optimizer, lr=ec.lr, weight_decay=ec.weight_decay)
-    sched = CosineLRScheduler(opt, t_initial=ec.steps, warmup_t=min(ec.warmup_steps, ec.steps - 1),
+    # fixed budget: cosine over it; converged: the same warmup, then the plateau's lr (see _set_lr)
+    sched = CosineLRScheduler(opt, t_initial=budget.cap if budget.schedule == "cosine" else 10**9, warmup_t=budget.warmup,
                               warmup_lr_init=ec.lr * 0.01, lr_min=ec.lr * 0.01)
     precision = ec.mixed_precision if ec.mixed_precision != "fp16" or device.type == "cuda" else "no"
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -271,43 +275,71 @@ def _train_step(t: _Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return loss
 
 
+def _set_lr(t: _Trainer, budget: Budget, step: int, plateau: Plateau) -> None:
+    """The learning rate after ``step`` steps: timm's cosine over the cap (a fixed budget,
+    or ``eval.schedule: cosine``); for the plateau schedule its warmup, then the base rate
+    times the plateau's cuts. (timm's
+    PlateauLRScheduler counts plateaus per call and cannot say when to stop, which the
+    protocol needs, so the cuts are counted by :class:`Plateau`.)"""
+    if budget.schedule == "cosine" or step < budget.warmup:
+        t.sched.step(step)
+        return
+    for group in t.opt.param_groups:
+        group["lr"] = t.sched.base_values[0] * plateau.lr_scale
+
+
+def _val_accuracy(t: _Trainer, ed: EvalData) -> float:
+    return float((predict(t.model, t.spec, ed.val_x, t.device) == ed.val_y).float().mean())
+
+
+def arm_images(arm: Arm, ed: EvalData) -> int:
+    """Distinct images a row of ``arm`` trains on: the real split plus its extra set
+    (or, for the replace protocol, the variants)."""
+    extra = len(arm.extra[0]) if arm.extra is not None else (len(ed.syn_x) if arm.replace else 0)
+    return len(ed.train_x) + extra
+
+
 def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | None = None,
-               save_meta: dict[str, str] | None = None, arm: Arm | None = None) -> dict:
+               save_meta: dict[str, str] | None = None, arm: Arm | None = None, quiet: bool = False) -> dict:
     """Train ``arm`` (default: the strong baseline + synthetic) at share ``r`` with
-    ``seed``; returns the per-seed row (val and test metrics). With ``save_to``, the
-    selected (best-val) weights are written there as safetensors (the report's Grad-CAM
-    panels load them)."""
+    ``seed`` for its budget; returns the per-seed row (val and test metrics, steps used,
+    best step, cap). With ``save_to``, the selected (best-val) weights are written there
+    as safetensors (the report's Grad-CAM panels load them)."""
     ec, t0 = cfg.eval, time.perf_counter()
     arm = arm or Arm("synthetic", "", "", ec.real_sampling, ec.augment, (ed.syn_x, ed.syn_y))
     extra_x, extra_y = arm.extra or (ed.syn_x[:0], ed.syn_y[:0])
+    budget = row_budget(ec, arm_images(arm, ed))
     torch.manual_seed(seed)
     gens = [torch.Generator().manual_seed(seed * 7919 + k) for k in range(3)]  # real, synthetic, augmentation
-    t = _trainer(ec, ed)
+    t, plateau = _trainer(ec, ed, budget), Plateau(budget)
     best = {"val_acc": -1.0, "step": 0, "state": None}
-    stale, seen, synthetic_seen = 0, 0, 0
+    seen, synthetic_seen, step = 0, 0, 0
     pools = (_by_class(extra_y, len(ed.classes), arm.extra_split), _by_class(ed.train_y, len(ed.classes)))
-    bar = progress(range(ec.steps), desc=f"{arm.name} r={r:g} seed={seed}", unit="step", leave=False)
+    bar = progress(range(budget.cap), desc=f"{arm.name} r={r:g} seed={seed}", unit="step", leave=False, disable=quiet)
     for step in bar:
+        _set_lr(t, budget, step, plateau)
         x, y, used = _batch(ed, step, r, ec.batch_size, gens, pools, balanced=arm.sampling == "balanced", extra=extra_x,
                             replace=arm.replace)
         seen, synthetic_seen = seen + len(y), synthetic_seen + used
         loss = _train_step(t, augment(x, arm.augment, gens[2]), y)
-        t.sched.step(step + 1)
         fault_point("step")
-        if (step + 1) % ec.eval_every == 0 or step + 1 == ec.steps:
-            acc = float((predict(t.model, t.spec, ed.val_x, t.device) == ed.val_y).float().mean())
-            bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{acc:.3f}")
-            if acc > best["val_acc"]:
-                best = {"val_acc": acc, "step": step + 1,
-                        "state": {k: v.detach().clone() for k, v in t.model.state_dict().items()}}
-                stale = 0
-            elif ec.patience and (stale := stale + 1) >= ec.patience:
-                break
+        if (step + 1) % budget.eval_every and step + 1 != budget.cap:
+            continue
+        acc = _val_accuracy(t, ed)
+        bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{acc:.3f}")
+        verdict = plateau.update(acc)
+        if verdict == "best":
+            best = {"val_acc": acc, "step": step + 1,
+                    "state": {k: v.detach().clone() for k, v in t.model.state_dict().items()}}
+        elif verdict == "stop":
+            break
+    bar.close()
     t.model.load_state_dict(best["state"])
     if save_to is not None:
         atomic_save_tensors(save_to, best["state"], metadata=save_meta)
-    row = {"mix": r, "seed": seed, "val_acc": best["val_acc"], "best_step": best["step"], "steps": ec.steps,
-           "synthetic_share_seen": round(synthetic_seen / max(1, seen), 4), **test_metrics(t.model, t.spec, ed, t.device)}
+    row = {"mix": r, "seed": seed, "val_acc": best["val_acc"], "best_step": best["step"], "steps": step + 1,
+           "cap": budget.cap, "lr_cuts": plateau.cuts, "synthetic_share_seen": round(synthetic_seen / max(1, seen), 4),
+           **test_metrics(t.model, t.spec, ed, t.device)}
     row["seconds"] = round(time.perf_counter() - t0, 2)
     return row
 
@@ -315,8 +347,9 @@ def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | N
 def test_metrics(model: torch.nn.Module, spec: InputSpec, ed: EvalData, device) -> dict:
     """Accuracy, macro-F1, per-class accuracy and the confusion matrix on the test
     split: the only place the test split is read, after training and selection."""
-    x = torch.from_numpy(ed.test.images).permute(0, 3, 1, 2)
-    y = torch.from_numpy(ed.test.labels)
+    # as_tensor copies a read-only array (one unpickled in a worker process) instead of warning
+    x = torch.as_tensor(ed.test.images if ed.test.images.flags.writeable else ed.test.images.copy()).permute(0, 3, 1, 2)
+    y = torch.as_tensor(ed.test.labels if ed.test.labels.flags.writeable else ed.test.labels.copy())
     pred = predict(model, spec, x, device)
     k = len(ed.classes)
     # Counting by hand rather than adding scikit-learn for three lines of arithmetic.

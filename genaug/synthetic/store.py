@@ -23,7 +23,7 @@ from PIL import Image
 
 from genaug.config import SampleConfig
 from genaug.errors import GenaugError
-from genaug.io import atomic_write_bytes, atomic_write_text, read_jsonl, safe_join, safe_name
+from genaug.io import atomic_write_bytes, atomic_write_text, class_dirs, read_jsonl, safe_join, safe_name
 
 KEPT, REJECTED = "images", "rejected"
 MANIFEST, FIDELITY, HEADER = "manifest.jsonl", "fidelity.json", "sample.json"
@@ -39,15 +39,6 @@ def image_id(label: int, index: int) -> str:
 def image_seed(base: int, label: int, index: int) -> int:
     """Per-image seed: unique for (base seed, class, candidate index); < 2**63."""
     return (base << 40) + (label << 24) + index
-
-
-def class_dirs(classes: list[str]) -> list[str]:
-    """Safe, unique folder names (``'a/b'`` and ``'a_b'`` would collide: suffix the index)."""
-    names = [safe_name(c) for c in classes]
-    seen: dict[str, int] = {}
-    for n in names:
-        seen[n.lower()] = seen.get(n.lower(), 0) + 1
-    return [f"{n}_{i}" if seen[n.lower()] > 1 else n for i, n in enumerate(names)]
 
 
 class Store:

@@ -1,0 +1,76 @@
+"""How long each evaluation row trains (SPEC §5, "converged, selected on val").
+
+Two protocols, both testing the best-val weights:
+
+* **converged** (the default, ``eval.steps`` unset): warm up, then a constant learning
+  rate; every ``eval_every`` steps the val accuracy is measured; ``patience``
+  evaluations without a new best make a plateau, which cuts the learning rate 10x
+  (``lr_cuts`` times) and then stops the row. A row never trains past its cap,
+  ``epochs`` passes over its own data (real + extra images), clamped to
+  ``[min_steps, max_steps]``: a row with more data may train longer, so the extra data
+  is never starved by a budget sized for the real images alone.
+* **fixed** (``eval.steps: N``): exactly N steps on a cosine schedule, no early stop.
+
+README ("How long a row trains") gives the measurements that chose the defaults.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from genaug.config import EvalConfig
+
+
+@dataclass(frozen=True)
+class Budget:
+    cap: int  # most optimisation steps
+    fixed: bool  # True: exactly ``cap`` steps, cosine schedule, no early stop
+    eval_every: int
+    patience: int  # evaluations without a new best val accuracy that make a plateau
+    lr_cuts: int  # plateaus that cut the learning rate 10x before the next one stops the row
+    warmup: int
+    schedule: str = "plateau"  # "plateau": constant lr cut on plateaus; "cosine": cosine over the cap
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def row_budget(ec: EvalConfig, n_images: int) -> Budget:
+    """The budget of a row that trains on ``n_images`` distinct images (real + extra)."""
+    if ec.steps is not None:
+        return Budget(ec.steps, True, ec.eval_every, 0, 0, min(ec.warmup_steps, ec.steps - 1), "cosine")
+    lo, hi = min(ec.min_steps, ec.max_steps), ec.max_steps
+    cap = min(hi, max(lo, math.ceil(ec.epochs * n_images / ec.batch_size)))
+    cuts = ec.lr_cuts if ec.schedule == "plateau" else 0  # cosine anneals by itself
+    return Budget(cap, False, ec.eval_every, ec.patience, cuts, min(ec.warmup_steps, cap - 1), ec.schedule)
+
+
+class Plateau:
+    """Early stopping with learning-rate cuts on a val plateau (the converged protocol).
+
+    ``update(acc)`` after each evaluation returns ``"best"`` (a new best: keep these
+    weights), ``"cut"`` (a plateau: the learning rate drops 10x), ``"stop"`` (a plateau
+    after every cut) or ``""``. A fixed budget never cuts nor stops."""
+
+    def __init__(self, budget: Budget):
+        self.budget, self.best, self.stale, self.cuts = budget, -1.0, 0, 0
+
+    def update(self, acc: float) -> str:
+        if acc > self.best:
+            self.best, self.stale = acc, 0
+            return "best"
+        if self.budget.fixed:
+            return ""
+        self.stale += 1
+        if self.stale < self.budget.patience:
+            return ""
+        self.stale = 0
+        if self.cuts < self.budget.lr_cuts:
+            self.cuts += 1
+            return "cut"
+        return "stop"
+
+    @property
+    def lr_scale(self) -> float:
+        return 0.1**self.cuts
