@@ -372,14 +372,15 @@ def _eval_data(args):
 
 
 def classifier_train_genaug(args) -> dict:
+    from genaug.evaluate.budget import row_budget
     from genaug.evaluate.train import _train_step, _trainer, augment
 
     cfg = _cfg(args)
     # shift, not the default RandAugment: the host-side RandAugment has its own case
     # (classifier_input_randaugment), so this one times the model step as it always has
     ec = cfg.eval.model_copy(update={"batch_size": args.batch_size, "mixed_precision": args.precision,
-                                     "channels_last": True, "augment": "shift"})
-    t = _trainer(ec, _eval_data(args))
+                                     "channels_last": True, "augment": "shift", "model": "resnet_small28"})
+    t = _trainer(ec, _eval_data(args), row_budget(ec, 512))
     x, y = _digits(args.batch_size)
     g = torch.Generator().manual_seed(0)
     return _measure(lambda: _train_step(t, augment(x, ec.augment, g), y), args.batch_size, args.steps)
@@ -579,11 +580,12 @@ def table(results: dict[str, list[dict]], args) -> str:
             (["--compile"] if args.compile else []) + ([f"--peak-tflops {args.peak_tflops:g}"] if args.peak_tflops else []) + \
             ([f"--cases {' '.join(args.cases)}"] if list(getattr(args, "cases", CASES)) != CASES else [])
     mem = next((r[0]["memory"] for r in results.values() if r and "memory" in r[0]), "peak memory")
+    ran_eval = any(results.get(c) for c in ("eval_runs_one_at_a_time", "eval_runs_batched"))
+    eval_flags = f" --eval-runs {args.eval_runs} --eval-steps {args.eval_steps}" if ran_eval else ""
     lines = [
         f"Device: {device_name()}. Date: {datetime.date.today().isoformat()}. Runs: {args.repeats} per cell "
         f"(median, min-max). B = {args.batch_size}. Command: `python scripts/bench_speed.py --repeats {args.repeats} "
-        f"--steps {args.steps} --batch-size {args.batch_size} --samples {args.samples} --eval-runs {args.eval_runs} "
-        f"--eval-steps {args.eval_steps} {' '.join(flags)}`",
+        f"--steps {args.steps} --batch-size {args.batch_size} --samples {args.samples}{eval_flags} {' '.join(flags)}`",
         "",
         f"Model FLOPs per image are counted by torch.utils.flop_counter (matmuls and convolutions, forward and "
         f"backward); {ref_line}. Host reads: how often one training step (or one sampling call) reads a "

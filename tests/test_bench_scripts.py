@@ -102,7 +102,7 @@ def test_benchmark_config_loads_with_the_cpu_sized_unet():
 
     cfg = load_config(str(Path(__file__).parents[1] / "configs" / "bench_fmnist.yaml"), [])
     assert list(cfg.diffusion.block_channels) == [16, 32, 32] and cfg.diffusion.prediction_type == "v_prediction"
-    assert cfg.eval.model == "resnet_fast28" and cfg.eval.augment == "randaugment"
+    assert cfg.eval.model == "resnet_fast28" and cfg.eval.augment == "auto" and cfg.eval.steps is None  # converged
 
 
 def test_flop_count_of_a_linear_layer_is_two_per_multiply_add_forward_and_backward():
@@ -139,6 +139,20 @@ def test_speed_table_gives_model_flops_and_utilisation_against_the_cpu_ceiling(m
     args.cases = ["classifier_train_genaug", "classifier_train_plain", "matmul_ceiling"]
     assert "--precision no --cases classifier_train_genaug classifier_train_plain matmul_ceiling`" in bs.table(results, args)
     assert "| GAN training" not in text  # rows of cases that did not run are left out
+
+
+def test_speed_table_gives_evaluation_runs_per_minute_batched_vs_one_at_a_time(monkeypatch):
+    bs = load("bench_speed")
+    monkeypatch.setattr(bs.torch.cuda, "is_available", lambda: False)
+    one = {"runs_min": 2.0, "img_s": 300.0, "peak_mb": 900, "memory": "process RSS", "workers": 1}
+    results = {"eval_runs_one_at_a_time": [one, {**one, "runs_min": 2.2}],
+               "eval_runs_batched": [{**one, "runs_min": 3.5, "workers": 2}, {**one, "runs_min": 3.1, "workers": 2}]}
+    args = argparse.Namespace(repeats=2, steps=10, batch_size=32, samples=8, precision="no", channels_last=False,
+                              compile=False, peak_tflops=None, eval_runs=6, eval_steps=300,
+                              cases=["eval_runs_one_at_a_time", "eval_runs_batched"])
+    text = bs.table(results, args)
+    assert "--eval-runs 6 --eval-steps 300" in text and "| evaluation runs" not in text  # its own table
+    assert "| 2.10 (2.00-2.20) | 3.30 (3.10-3.50) (2 processes) | 1.57x |" in text
 
 
 def test_each_speed_option_set_writes_its_own_section(monkeypatch):

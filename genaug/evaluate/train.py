@@ -347,9 +347,10 @@ def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | N
 def test_metrics(model: torch.nn.Module, spec: InputSpec, ed: EvalData, device) -> dict:
     """Accuracy, macro-F1, per-class accuracy and the confusion matrix on the test
     split: the only place the test split is read, after training and selection."""
-    # as_tensor copies a read-only array (one unpickled in a worker process) instead of warning
-    x = torch.as_tensor(ed.test.images if ed.test.images.flags.writeable else ed.test.images.copy()).permute(0, 3, 1, 2)
-    y = torch.as_tensor(ed.test.labels if ed.test.labels.flags.writeable else ed.test.labels.copy())
+    images, labels = ed.test.images, ed.test.labels
+    # a read-only array (one unpickled in a worker process) is copied: torch warns on it otherwise
+    x = torch.from_numpy(images if images.flags.writeable else images.copy()).permute(0, 3, 1, 2)
+    y = torch.from_numpy(labels if labels.flags.writeable else labels.copy())
     pred = predict(model, spec, x, device)
     k = len(ed.classes)
     # Counting by hand rather than adding scikit-learn for three lines of arithmetic.
