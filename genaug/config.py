@@ -173,7 +173,7 @@ class EvalConfig(Section):
     steps: Optional[int] = Field(None, ge=1, description="a fixed budget: exactly this many steps per row, cosine "
                                  "schedule, best-val weights tested; None = the converged protocol (epochs, min_steps, "
                                  "max_steps, patience, lr_cuts)")
-    epochs: float = Field(40.0, gt=0, description="converged protocol: each row's step cap is this many epochs of its "
+    epochs: float = Field(100.0, gt=0, description="converged protocol: each row's step cap is this many epochs of its "
                           "own data (real + extra images), clamped to [min_steps, max_steps]")
     min_steps: int = Field(3000, ge=1, description="converged protocol: the smallest step cap of a row")
     max_steps: int = Field(8000, ge=1, description="converged protocol: the largest step cap of a row")
