@@ -240,7 +240,7 @@ class Config(Section):
     pool: PoolConfig = PoolConfig()
     img2img: Img2ImgConfig = Img2ImgConfig()
     sample: SampleConfig = SampleConfig(min_confidence=0.6)
-    eval: EvalConfig = EvalConfig(model="resnet_fast28", lr=4e-3, batch_size=32, eval_every=100, seeds=3, mix="0.5")
+    eval: EvalConfig = EvalConfig(model="resnet_fast28", lr=4e-3, batch_size=64, eval_every=50, seeds=3, mix="0.5")
     paths: PathsConfig = PathsConfig()
 
     def run_dir(self) -> Path:

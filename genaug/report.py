@@ -240,6 +240,8 @@ def _summary(doc: Doc, cfg: Config, metrics: dict | None) -> None:
     sens = metrics.get("sensitivity")
     if sens:
         doc.p("Sensitivity: " + sens["text"])
+    if metrics.get("budget_limited"):
+        doc.p(metrics["budget_limited"])
     caution = rebalancing_caution(metrics)
     if caution:
         doc.p(caution)

@@ -166,6 +166,20 @@ def test_sensitivity_reports_the_share_only_against_a_significant_oracle():
     assert eval_run.sensitivity(m, cfg)["detectable"] is None  # no oracle: sensitivity unknown, said so
 
 
+def test_rows_still_improving_at_their_cap_are_named():
+    m = _metrics({"mean": 0.05, "lo": 0.03, "hi": 0.07, "std": 0.01, "n": 3})
+    m["budget"] = {"protocol": "converged", "patience": 2, "eval_every": 10}
+    for s in m["settings"]:
+        s["arm"] = "strong" if s["mix"] == 0 else "synthetic"
+        s["steps"] = {"steps": [50, 100], "best_step": [30, 30], "cap": [100, 100]}  # stopped early / hit the cap
+    o = m["oracle"]["settings"][0]
+    o["arm"], o["steps"] = "oracle", {"steps": [100, 100], "best_step": [90, 100], "cap": [100, 100]}
+    text = eval_run.budget_limited(m)
+    assert text.startswith("Still improving at the step cap: oracle r=0.5 (2 of 2 seeds)") and "strong" not in text
+    m["budget"]["protocol"] = "fixed"
+    assert eval_run.budget_limited(m) is None  # a fixed budget is the user's choice
+
+
 # --- workers ---------------------------------------------------------------------------
 
 def test_auto_workers_only_when_the_runs_repay_a_process_start():
@@ -187,6 +201,22 @@ def test_worker_processes_write_the_same_rows_as_one_process(tmp_path, monkeypat
     strip = lambda rows: sorted((r["arm"], r["seed"], r["val_acc"], r["test_acc"], r["steps"]) for r in rows)
     assert strip(a["per_seed"]) == strip(b["per_seed"])
     assert a["settings"][0]["test_acc"] == b["settings"][0]["test_acc"]
+
+
+def test_a_killed_worker_ends_with_one_line_and_the_rerun_resumes(tmp_path):
+    from stages import genaug, ok
+
+    sets = ["eval.workers=2", "eval.mix=0", "eval.steps=40", "eval.seeds=3"]
+    # each worker counts its own passes: the one that takes the third naive run dies at its 50th step,
+    # after both first runs (40 steps each) have come back
+    failed = genaug(tmp_path, "eval-classifier", fault="step@50", sets=sets)
+    assert failed.returncode == 1 and "worker process died" in failed.stderr and "Traceback" not in failed.stderr
+    rows_path = tmp_path / "runs/smoke/eval/rows.jsonl"
+    before = len(rows_path.read_text().splitlines()) if rows_path.exists() else 0
+    ok(genaug(tmp_path, "eval-classifier", sets=sets))
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines()]
+    assert len(rows) == 6 and len({(r["arm"], r["seed"]) for r in rows}) == 6  # naive and strong, 3 seeds, each once
+    assert 1 <= before < 6  # the runs that finished before the kill were kept, not retrained
 
 
 # --- class names that are not folder names ---------------------------------------------

@@ -5,8 +5,9 @@ what fills the extra slots at share r (SPEC §5).
 * ``strong`` — real only, ``eval.real_sampling`` (class-balanced) + ``eval.augment``
   (RandAugment): **the baseline every gain is measured against**.
 * ``synthetic`` — the strong baseline with a share r of kept synthetic images.
-* ``oracle`` — the strong baseline with a share r of *held-out real* images, as many
-  per class as the synthetic set has: the ceiling a perfect generator could reach.
+* ``oracle`` — the strong baseline with a share r of *held-out real* images, for every
+  class as many as the synthetic set's fullest class: the ceiling a perfect generator
+  (one that fills every class) could reach, and the evaluation's positive control.
 * ``replace`` — DA-Fusion's protocol (``eval.replace_prob`` p): the strong baseline,
   each real image drawn replaced with probability p by one of its own synthetic variants.
 * ``pool`` — with an unlabeled pool: the strong baseline with a share r of pool images
@@ -86,7 +87,8 @@ def _oracle(cfg: Config, ed: EvalData) -> Arm | None:
     if ed.oracle is None:
         return None
     return Arm("oracle", "oracle (held-out real)", "The strong baseline with the synthetic slots filled by held-out "
-               f"real images ({ed.oracle['source']}, as many per class as the synthetic set): the ceiling.",
+               f"real images ({ed.oracle['source']}, for every class as many as the synthetic set's fullest class): "
+               "the ceiling a generator that fills every class could reach.",
                cfg.eval.real_sampling, cfg.eval.augment, (ed.oracle_x, ed.oracle_y), ed.oracle)
 
 

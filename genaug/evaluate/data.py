@@ -134,9 +134,11 @@ def load_external(root: str, classes: list[str], channels: int, size: int):
 
 
 def _attach_oracle(cfg: Config, ed: EvalData, data) -> None:
-    """The oracle's images: per class as many held-out real images as the synthetic set
-    has (fewer where fewer are held out), seeded; from ``eval.oracle_dir`` or the
-    training-pool images ``real_per_class`` / ``imbalance`` left out. Never val or test."""
+    """The oracle's images: per class as many held-out real images as the synthetic set's
+    fullest class has (fewer where fewer are held out), seeded; from ``eval.oracle_dir``
+    or the training-pool images ``real_per_class`` / ``imbalance`` left out. Never val or
+    test. Every class gets them, also those the generator could not fill: the oracle is
+    what a perfect generator would give, the positive control of the evaluation."""
     if cfg.eval.oracle_dir:
         from genaug.data.imagefolder import read_labeled_folder
 
@@ -150,7 +152,8 @@ def _attach_oracle(cfg: Config, ed: EvalData, data) -> None:
         return
     rng = np.random.default_rng([cfg.data.split_seed, 4])
     pick = []
-    for c, n in enumerate(ed.synthetic["per_class"]):
+    n = max(ed.synthetic["per_class"])
+    for c in range(len(ed.classes)):
         idx = np.flatnonzero(pool.labels == c)
         pick.append(np.sort(idx[rng.permutation(len(idx))[:n]]))
     chosen = pool.subset(np.concatenate(pick))

@@ -279,6 +279,7 @@ def summarise(cfg: Config, ed: EvalData, rows: dict[tuple[str, float], dict[int,
         metrics["replace"] = {**by_name["replace"].extra_info,
                               "settings": [_setting("replace", 0.0, rows[("replace", 0.0)], strong)]}
     metrics["sensitivity"] = sensitivity(metrics, cfg) if len(settings) > 1 else None  # real-only: nothing to detect
+    metrics["budget_limited"] = budget_limited(metrics)
     if auto:
         best = auto_choice(settings)
         metrics["auto"] = {"chosen_mix": best["mix"], "by": "mean val accuracy",
@@ -320,6 +321,32 @@ def steps_text(s: dict) -> str:
         return "-"
     mean = lambda v: f"{sum(v) / len(v):.0f}"
     return f"{mean(used)} / {mean(best)}" + (f" (cap {cap[0]})" if cap and len(set(cap)) == 1 else "")
+
+
+def budget_limited(metrics: dict) -> str | None:
+    """A warning naming the rows whose runs were still improving when they hit their cap
+    (best step within the last patience window): their budget, not their data, may
+    have limited them."""
+    b = metrics.get("budget") or {}
+    if b.get("protocol") != "converged":
+        return None
+    window = b["patience"] * b["eval_every"]
+    hit = []
+    pool = metrics.get("pool") or {}
+    for s in [*([metrics["baselines"]["naive"]] if metrics.get("baselines") else []), *metrics["settings"],
+              *(metrics.get("oracle") or {}).get("settings", []), *pool.get("settings", []),
+              *pool.get("pool_synthetic", [])]:
+        st = s.get("steps")
+        if not st:
+            continue
+        n = sum(1 for used, best, cap in zip(st["steps"], st["best_step"], st["cap"])
+                if used == cap and best is not None and best > cap - window)
+        if n:
+            hit.append(f"{s['arm']} r={s['mix']:g} ({n} of {len(st['steps'])} seeds)")
+    if not hit:
+        return None
+    return ("Still improving at the step cap: " + ", ".join(hit) + "; their budget may have limited them (raise "
+            "eval.epochs or eval.max_steps).")
 
 
 def budget_text(metrics: dict) -> str:
@@ -372,6 +399,9 @@ def results_table(metrics: dict) -> str:
     sens = metrics.get("sensitivity")
     if sens and not sens.get("detectable"):
         lines.append("Sensitivity: " + sens["text"])
+    capped = budget_limited(metrics)
+    if capped:
+        lines.append(capped)
     for r, g in (pool.get("synthetic_over_pool") or {}).items():
         lines.append(f"synthetic on top of the pseudo-labeled pool at r={float(r):g} (pool + synthetic - pool): "
                      f"{fmt(g, signed=True)}")
