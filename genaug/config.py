@@ -182,6 +182,10 @@ class EvalConfig(Section):
                                                    "cosine = cosine over the row's cap, stop on a plateau")
     lr_cuts: int = Field(1, ge=0, le=5, description="converged protocol: on a val plateau (patience evaluations without "
                          "improvement) the learning rate is cut 10x this many times; the next plateau stops the row")
+    ema: bool = Field(True, description="validate, select and test an exponential moving average of the weights "
+                      "(timm's ModelEmaV3 with warm-up), as FixMatch and timm's train.py do: a smoother val curve, so "
+                      "the plateau rule and the best-val pick follow the trend rather than one noisy check")
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="the EMA's largest decay (warm-up: 1 - (1 + t)^-2/3)")
     workers: Union[int, Literal["auto"]] = Field("auto", description="processes that train runs at once (each with "
                                                  "cores / workers threads); auto = one per core when the pending runs "
                                                  "are long enough to repay a process start")

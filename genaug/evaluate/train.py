@@ -26,6 +26,7 @@ from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
+from timm.utils import ModelEmaV3
 
 
 from genaug.config import Config, EvalConfig
@@ -239,6 +240,13 @@ class _Trainer:
     scaler: torch.amp.GradScaler
     loss_fn: torch.nn.Module
     mixup: Mixup | None
+    ema: ModelEmaV3 | None = None  # the weights that are validated, selected and tested when set
+    ema_step: int = 1
+
+    @property
+    def selected(self) -> torch.nn.Module:
+        """The model whose val accuracy picks the checkpoint (the EMA when there is one)."""
+        return self.ema.module if self.ema is not None else self.model
 
 
 def _trainer(ec: EvalConfig, ed: EvalData, budget: Budget) -> _Trainer:
@@ -257,7 +265,8 @@ def _trainer(ec: EvalConfig, ed: EvalData, budget: Budget) -> _Trainer:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
-    return _Trainer(model, spec, opt, sched, device, autocast, scaler, *_loss_and_mixup(ec, len(ed.classes)))
+    ema = ModelEmaV3(model, decay=ec.ema_decay, use_warmup=True) if ec.ema else None
+    return _Trainer(model, spec, opt, sched, device, autocast, scaler, *_loss_and_mixup(ec, len(ed.classes)), ema)
 
 
 def _train_step(t: _Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -272,6 +281,9 @@ def _train_step(t: _Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     t.scaler.scale(loss).backward()
     t.scaler.step(t.opt)
     t.scaler.update()
+    if t.ema is not None:
+        t.ema.update(t.model, step=t.ema_step)
+        t.ema_step += 1
     return loss
 
 
@@ -289,7 +301,7 @@ def _set_lr(t: _Trainer, budget: Budget, step: int, plateau: Plateau) -> None:
 
 
 def _val_accuracy(t: _Trainer, ed: EvalData) -> float:
-    return float((predict(t.model, t.spec, ed.val_x, t.device) == ed.val_y).float().mean())
+    return float((predict(t.selected, t.spec, ed.val_x, t.device) == ed.val_y).float().mean())
 
 
 def arm_images(arm: Arm, ed: EvalData) -> int:
@@ -330,16 +342,16 @@ def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | N
         verdict = plateau.update(acc)
         if verdict == "best":
             best = {"val_acc": acc, "step": step + 1,
-                    "state": {k: v.detach().clone() for k, v in t.model.state_dict().items()}}
+                    "state": {k: v.detach().clone() for k, v in t.selected.state_dict().items()}}
         elif verdict == "stop":
             break
     bar.close()
-    t.model.load_state_dict(best["state"])
+    t.selected.load_state_dict(best["state"])
     if save_to is not None:
         atomic_save_tensors(save_to, best["state"], metadata=save_meta)
     row = {"mix": r, "seed": seed, "val_acc": best["val_acc"], "best_step": best["step"], "steps": step + 1,
            "cap": budget.cap, "lr_cuts": plateau.cuts, "synthetic_share_seen": round(synthetic_seen / max(1, seen), 4),
-           **test_metrics(t.model, t.spec, ed, t.device)}
+           **test_metrics(t.selected, t.spec, ed, t.device)}
     row["seconds"] = round(time.perf_counter() - t0, 2)
     return row
 
