@@ -3,13 +3,16 @@
 Two protocols, both testing the best-val weights:
 
 * **converged** (the default, ``eval.steps`` unset): warm up, then a constant learning
-  rate; every ``eval_every`` steps the val accuracy is measured; ``patience``
+  rate; every ``eval_every`` steps the val accuracy (of the weights' EMA, ``eval.ema``)
+  is measured; ``patience``
   evaluations without a new best make a plateau, which cuts the learning rate 10x
   (``lr_cuts`` times) and then stops the row. A row never trains past its cap,
   ``epochs`` passes over its own data (real + extra images), clamped to
   ``[min_steps, max_steps]``: a row with more data may train longer, so the extra data
   is never starved by a budget sized for the real images alone.
 * **fixed** (``eval.steps: N``): exactly N steps on a cosine schedule, no early stop.
+* ``eval.schedule: cosine`` (converged, measured against the plateau rule in
+  ``scripts/bench_budget.py``): cosine over the cap, stop on the first plateau.
 
 README ("How long a row trains") gives the measurements that chose the defaults.
 """
