@@ -76,6 +76,23 @@ def test_converged_row_stops_on_a_plateau_and_tests_its_best_val_weights(tmp_pat
     assert row["cap"] == 1000 and row["best_step"] == 5 and row["steps"] == 25 and row["lr_cuts"] == 1
 
 
+def test_ema_weights_are_the_ones_validated_and_tested(tmp_path):
+    from genaug.evaluate.train import _train_step, _trainer
+
+    cfg = cfg_for(tmp_path, "eval.steps=5")
+    ed = load_eval_data(cfg, need_synthetic=False)
+    t = _trainer(cfg.eval, ed, row_budget(cfg.eval, len(ed.train_x)))
+    start = {k: v.clone() for k, v in t.selected.state_dict().items()}
+    for _ in range(4):
+        _train_step(t, ed.train_x[:16], ed.train_y[:16])
+    assert t.selected is t.ema.module
+    name = next(n for n, p in t.model.named_parameters() if p.requires_grad)
+    ema, raw = t.selected.state_dict()[name], t.model.state_dict()[name]
+    assert not torch.equal(ema, start[name]) and not torch.equal(ema, raw)  # averaged: moved, but not the raw weights
+    off = cfg.eval.model_copy(update={"ema": False})
+    assert _trainer(off, ed, row_budget(off, 10)).selected is not None and _trainer(off, ed, row_budget(off, 10)).ema is None
+
+
 def test_converged_is_the_default_and_metrics_report_steps_per_row(tmp_path):
     from genaug.config import Config
 
