@@ -220,6 +220,7 @@ def test_worker_processes_write_the_same_rows_as_one_process(tmp_path, monkeypat
     assert a["settings"][0]["test_acc"] == b["settings"][0]["test_acc"]
 
 
+@pytest.mark.slow  # three processes x two commands (~40 s); the crash matrix is slow too
 def test_a_killed_worker_ends_with_one_line_and_the_rerun_resumes(tmp_path):
     from stages import genaug, ok
 
