@@ -623,9 +623,11 @@ def table(results: dict[str, list[dict]], args) -> str:
 
 def marker(args) -> str:
     """BENCHMARKS.md section of this device and these options: bench_speed_cpu,
-    bench_speed_gpu_bf16_channels-last_compile, ... so before/after tables sit side by side."""
+    bench_speed_gpu_bf16_channels-last_compile, ... so before/after tables sit side by side;
+    the evaluation-runs cases alone write bench_speed_<device>_eval-runs."""
     options = ([args.precision] if args.precision != "no" else []) + (["channels-last"] if args.channels_last else []) \
-        + (["compile"] if args.compile else [])
+        + (["compile"] if args.compile else []) \
+        + (["eval-runs"] if all(c.startswith("eval_runs") for c in getattr(args, "cases", CASES)) else [])
     return "_".join(["bench_speed", "gpu" if torch.cuda.is_available() else "cpu", *options])
 
 

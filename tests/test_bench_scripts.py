@@ -164,6 +164,8 @@ def test_each_speed_option_set_writes_its_own_section(monkeypatch):
     assert bs.marker(plain) == "bench_speed_gpu" and bs.marker(fast) == "bench_speed_gpu_bf16_channels-last_compile"
     monkeypatch.setattr(bs.torch.cuda, "is_available", lambda: False)
     assert bs.marker(plain) == "bench_speed_cpu"
+    plain.cases = ["eval_runs_one_at_a_time", "eval_runs_batched"]  # alone: their own section
+    assert bs.marker(plain) == "bench_speed_cpu_eval-runs"
 
 
 def test_near_copies_flags_copies_of_training_images_and_not_new_real_ones(monkeypatch):
