@@ -223,9 +223,10 @@ def eval_classifier_cmd(cfg: Config, mix, seeds, model, strategy, synthetic_dir,
 
     \b
     Rows, with the same seeds: naive real-only, strong real-only (class-balanced draws
-    + RandAugment: the baseline every gain is measured against), + synthetic at each
-    share r, and an oracle (held-out real images in the synthetic slots) when real
-    labeled images were left unused. Gains are paired per seed.
+    + the augmentation chosen on val: the baseline every gain is measured against),
+    + synthetic at each share r, and an oracle (held-out real images in the synthetic
+    slots) when real labeled images were left unused. Every row trains until its val
+    accuracy stops improving (eval.steps=N: a fixed budget); gains are paired per seed.
     Writes runs/<run>/eval/metrics.json, rows.jsonl and PNG plots."""
     from genaug.evaluate.run import eval_dir, evaluate, results_table
 
