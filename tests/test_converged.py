@@ -254,3 +254,8 @@ def test_exported_fashion_mnist_train_split_is_accepted_as_synthetic_and_oracle_
     assert torch.equal(ed.syn_x[ed.syn_y == 0][0], ed.train_x[ed.train_y == 0][0])  # T-shirt/top read as class 0
     cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"oracle_dir": str(tmp_path / "exported")})})
     assert load_eval_data(cfg, need_synthetic=True).oracle["n"] == 30
+    # and as an unlabeled pool (any layout): 6 per class exported, 3 per class labeled
+    six = load_config(None, ["data.source=fashion-mnist", "data.real_per_class=6", "data.val_fraction=0.01"])
+    export_imagefolder(load_data(six.data), tmp_path / "six")
+    pooled = load_data(cfg.data.model_copy(update={"unlabeled": str(tmp_path / "six")}))
+    assert 0 < len(pooled.unlabeled) and len(pooled.unlabeled) + pooled.unlabeled_info["dropped_labeled"] == 60
