@@ -314,8 +314,16 @@ def test_pickle_module_is_not_used_to_read_anything():
     """Belt and braces: no genaug module calls pickle.load(s) or torch.load without weights_only=True."""
     import re
 
+    # The one exception: an evaluation worker unpickles the bytes its parent pickled in
+    # memory a moment before and handed over the process pool's pipe (the pool pickles
+    # every task and result the same way); nothing read from a file is ever unpickled.
+    allowed = {"genaug/evaluate/workers.py": "    cfg, ed, arms = pickle.loads(blob)"}
     for path in (ROOT / "genaug").rglob("*.py"):
         text = path.read_text()
+        rel = str(path.relative_to(ROOT))
+        if rel in allowed:
+            assert text.count("pickle.load") == 1 and allowed[rel] in text.splitlines(), rel
+            text = text.replace(allowed[rel], "")
         assert not re.search(r"pickle\.loads?\(", text), path
         for line in text.splitlines():
             if "torch.load(" in line:

@@ -69,6 +69,9 @@ _STATE: dict = {}
 
 def _init(blob: bytes, threads: int) -> None:
     torch.set_num_threads(threads)
+    # The parent pickled these in memory (by value: passed as objects, torch would send
+    # every tensor through a shared-memory file descriptor, thousands for the replace
+    # arm's variant lists); never anything read from a file.
     cfg, ed, arms = pickle.loads(blob)
     _STATE.update(cfg=cfg, ed=ed, arms=arms)
 
