@@ -138,6 +138,8 @@ def fill_near_copies(args, results: list[dict]) -> bool:
     naive row, the oracle), to results measured before they existed; True if any changed."""
     changed = False
     for r in results:
+        if r["generator"] == "noise":  # the instrument check has no generator, so no near-copies
+            continue
         for name, run in run_names(r["k"], r["generator"], bool(r.get("pool"))).items():
             if "near_copies" not in r[name]:
                 r[name]["near_copies"] = near_copies(args, r["k"], run)

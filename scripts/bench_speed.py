@@ -597,7 +597,9 @@ def table(results: dict[str, list[dict]], args) -> str:
         "| genaug / plain | genaug / peer | genaug model FLOP/s, utilisation | genaug host reads |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for what, ours, plain, peer in ROWS:
+    if all(c.startswith("eval_runs") for c in getattr(args, "cases", CASES)):
+        lines = lines[:1]  # the runs-per-minute table alone: no per-loop table, no FLOP/s
+    for what, ours, plain, peer in ROWS if len(lines) > 1 else ():
         if ours.startswith("eval_runs"):
             continue
         if not any(results.get(case) for case in (ours, plain, peer) if case):
@@ -627,7 +629,8 @@ def marker(args) -> str:
     the evaluation-runs cases alone write bench_speed_<device>_eval-runs."""
     options = ([args.precision] if args.precision != "no" else []) + (["channels-last"] if args.channels_last else []) \
         + (["compile"] if args.compile else []) \
-        + (["eval-runs"] if all(c.startswith("eval_runs") for c in getattr(args, "cases", CASES)) else [])
+        + ([f"eval-runs_b{args.batch_size}"] if all(c.startswith("eval_runs") for c in getattr(args, "cases", CASES))
+           else [])
     return "_".join(["bench_speed", "gpu" if torch.cuda.is_available() else "cpu", *options])
 
 

@@ -165,7 +165,7 @@ def test_each_speed_option_set_writes_its_own_section(monkeypatch):
     monkeypatch.setattr(bs.torch.cuda, "is_available", lambda: False)
     assert bs.marker(plain) == "bench_speed_cpu"
     plain.cases = ["eval_runs_one_at_a_time", "eval_runs_batched"]  # alone: their own section
-    assert bs.marker(plain) == "bench_speed_cpu_eval-runs"
+    assert bs.marker(plain) == "bench_speed_cpu_eval-runs_b8"  # one section per batch size
 
 
 def test_near_copies_flags_copies_of_training_images_and_not_new_real_ones(monkeypatch):
