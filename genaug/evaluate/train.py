@@ -132,8 +132,9 @@ def augment(x: torch.Tensor, kind: str, g: torch.Generator, pad: int = 2) -> tor
     """Classic augmentation on uint8 ``(B, C, H, W)``: random shifts (replicate-padded
     crops); ``shift_flip`` adds horizontal flips, ``randaugment`` adds flips and two
     RandAugment-style ops per image, ``randaugment_noflip`` the two ops without flips.
-    Draws the same random numbers for every batch of the same size whatever the kind
-    (but ``none``), so paired runs stay in step."""
+    For a given kind, draws the same count of random numbers for every batch of the
+    same size (``randaugment`` and ``randaugment_noflip`` draw alike), so paired runs
+    stay in step."""
     if kind == "none":
         return x
     out = random_shift(x.float(), g, pad)  # the judge's shift: same draws (dx, then dy)
