@@ -26,9 +26,10 @@ SMOKE = ROOT / "configs" / "smoke.yaml"
 
 
 def cfg_for(tmp_path, *extra):
-    return load_config(SMOKE, [f"paths.runs_dir={tmp_path}/runs", f"paths.gen_dir={tmp_path}/gen",
-                               "eval.model=resnet_small28", "eval.eval_every=5", "eval.seeds=2", "eval.batch_size=16",
-                               "eval.warmup_steps=2", *extra])
+    """test_honest's smoke evaluation (every test here sets its own eval.steps), 2 warm-up steps."""
+    from test_honest import cfg_for as honest_cfg
+
+    return honest_cfg(tmp_path, "eval.warmup_steps=2", *extra)
 
 
 # --- budget rules ---------------------------------------------------------------------

@@ -20,7 +20,7 @@ README ("How long a row trains") gives the measurements that chose the defaults.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from genaug.config import EvalConfig
 
@@ -34,9 +34,6 @@ class Budget:
     lr_cuts: int  # plateaus that cut the learning rate 10x before the next one stops the row
     warmup: int
     schedule: str = "plateau"  # "plateau": constant lr cut on plateaus; "cosine": cosine over the cap
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def row_budget(ec: EvalConfig, n_images: int) -> Budget:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from accelerate import PartialState
@@ -60,23 +61,32 @@ def with_augment(cfg: Config, augment: str) -> Config:
     return cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"augment": augment})})
 
 
+class Job(NamedTuple):
+    """One (arm, r, seed) run to train unless rows.jsonl holds it."""
+
+    arm: Arm
+    key: str  # arm_key of the arm
+    r: float
+    seed: int
+    save_to: Path | None  # where its best-val weights go, if anywhere
+
+
 class _Runner:
     """Trains (arm, r, seed) runs that rows.jsonl does not hold yet, in this process or
     over worker processes, appending each row as it finishes."""
 
-    def __init__(self, cfg: Config, ed: EvalData, out: Path):
-        self.cfg, self.ed, self.out, self.state = cfg, ed, out, PartialState()
+    def __init__(self, ed: EvalData, out: Path):
+        self.ed, self.out, self.state = ed, out, PartialState()
 
     def done(self) -> dict:
         return {(r["key"], r["mix"], r["seed"]): r for r in read_jsonl(self.out / "rows.jsonl")}
 
-    def run(self, cfg: Config, jobs: list[tuple[Arm, str, float, int, Path | None]]) -> None:
-        """``jobs``: (arm, its key, r, seed, where to save the weights or None)."""
+    def run(self, cfg: Config, jobs: list[Job]) -> None:
         done = self.done()
-        pending = [j for j in jobs if (j[1], j[2], j[3]) not in done][self.state.process_index :: self.state.num_processes]
-        arms = {k: a for a, k, *_ in pending}  # by key: the augmentation candidates are all "strong"
-        tasks = [Task(k, a.name, r, s, save, {"key": k}) for a, k, r, s, save in pending]
-        steps = sum(row_budget(cfg.eval, arm_images(a, self.ed)).cap for a, *_ in pending)
+        pending = [j for j in jobs if (j.key, j.r, j.seed) not in done][self.state.process_index :: self.state.num_processes]
+        arms = {j.key: j.arm for j in pending}  # by key: the augmentation candidates are all "strong"
+        tasks = [Task(j.key, j.arm.name, j.r, j.seed, j.save_to, {"key": j.key}) for j in pending]
+        steps = sum(row_budget(cfg.eval, arm_images(j.arm, self.ed)).cap for j in pending)
         workers = resolve_workers(cfg.eval.workers, runs=len(tasks), steps=steps, processes=self.state.num_processes)
         append = lambda t, row: append_jsonl(self.out / "rows.jsonl", {"key": t.key, "arm": t.arm, **row})
         if workers > 1:
@@ -86,8 +96,7 @@ class _Runner:
             append(t, train_once(cfg, self.ed, t.r, t.seed, save_to=t.save_to, save_meta=t.meta, arm=arms[t.key]))
 
 
-def choose_augment(cfg: Config, ed: EvalData, runner: _Runner, seed: int,
-                   also: list[tuple[Arm, str, float, int, Path | None]]) -> tuple[Config, dict]:
+def choose_augment(cfg: Config, ed: EvalData, runner: _Runner, seed: int, also: list[Job]) -> tuple[Config, dict]:
     """``eval.augment: auto``: train the strong row once (``seed``) with each candidate
     augmentation and keep the one with the best val accuracy (ties: the earlier
     candidate). ``also`` (runs that do not depend on the choice) trains alongside. The
@@ -100,13 +109,13 @@ def choose_augment(cfg: Config, ed: EvalData, runner: _Runner, seed: int,
     for aug in candidates:
         c = with_augment(cfg, aug)
         arm = ARMS["strong"](c, ed)
-        jobs.append((arm, arm_key(c, arm), 0.0, seed, runner.out / "models" / f"strong-{aug}_r0_seed{seed}.safetensors"))
+        jobs.append(Job(arm, arm_key(c, arm), 0.0, seed, runner.out / "models" / f"strong-{aug}_r0_seed{seed}.safetensors"))
     runner.run(cfg, jobs + also)
     runner.state.wait_for_everyone()
     done = runner.done()
-    val = {aug: done[(key, 0.0, seed)]["val_acc"] for aug, (_, key, *_) in zip(candidates, jobs)}
+    val = {aug: done[(job.key, 0.0, seed)]["val_acc"] for aug, job in zip(candidates, jobs)}
     chosen = max(candidates, key=lambda a: (val[a], -candidates.index(a)))
-    saved = runner.out / "models" / f"strong-{chosen}_r0_seed{seed}.safetensors"
+    saved = jobs[candidates.index(chosen)].save_to  # the winner's weights, saved by its selection run
     if runner.state.is_main_process and saved.is_file():
         shutil.copyfile(saved, model_path(runner.out, "strong", 0.0, seed))
     return with_augment(cfg, chosen), {"chosen": chosen, "by": f"best val accuracy of the strong row, seed {seed}",
@@ -128,13 +137,13 @@ def evaluate(cfg: Config) -> dict:
         if ed.oracle:
             record_in_splits(cfg, "oracle", ed.oracle["ids"], ed.oracle_y.tolist())
     state.wait_for_everyone()
-    runner = _Runner(cfg, ed, out)
+    runner = _Runner(ed, out)
     naive = ARMS["naive"](cfg, ed)  # its augmentation is its own: it trains while the baseline's is chosen
-    cfg, choice = choose_augment(cfg, ed, runner, seeds[0], [(naive, arm_key(cfg, naive), 0.0, s, None) for s in seeds])
+    cfg, choice = choose_augment(cfg, ed, runner, seeds[0], [Job(naive, arm_key(cfg, naive), 0.0, s, None) for s in seeds])
     arms = build_arms(cfg, ed)
     keys = {a.name: arm_key(cfg, a) for a in arms}
-    runner.run(cfg, [(a, keys[a.name], r, s, model_path(out, a.name, r, s)
-                      if s == seeds[0] and a.name in ("strong", "synthetic") else None)
+    runner.run(cfg, [Job(a, keys[a.name], r, s, model_path(out, a.name, r, s)
+                         if s == seeds[0] and a.name in ("strong", "synthetic") else None)
                      for a in arms for r in (mixes[1:] if a.shares else [0.0]) for s in seeds])
     state.wait_for_everyone()
     metrics = _summarise_rows(cfg, ed, out, arms, keys, mixes, seeds, auto, choice) if state.is_main_process else None
@@ -241,7 +250,7 @@ def auto_choice(settings: list[dict]) -> dict:
 
 
 def summarise(cfg: Config, ed: EvalData, rows: dict[tuple[str, float], dict[int, dict]], arms: list[Arm],
-              keys: dict[str, str], *, auto: bool, augment_choice: dict | None = None) -> dict:
+              keys: dict[str, str], *, auto: bool, augment_choice: dict) -> dict:
     """metrics.json: ``settings`` = the strong baseline then + synthetic at each r (gains
     over the strong baseline); ``baselines`` = naive and strong and what rebalancing +
     augmentation alone give; ``oracle`` = held-out real images in the same slots."""
@@ -257,7 +266,7 @@ def summarise(cfg: Config, ed: EvalData, rows: dict[tuple[str, float], dict[int,
         "real": {"train": len(ed.train_x), "val": len(ed.val_x), "test": next(iter(strong.values()))["n_test"],
                  "train_per_class": torch.bincount(ed.train_y, minlength=len(ed.classes)).tolist()},
         "real_sampling": cfg.eval.real_sampling, "augment": cfg.eval.augment,
-        "augment_choice": augment_choice or {"chosen": cfg.eval.augment, "by": "eval.augment (forced)"},
+        "augment_choice": augment_choice,
         "arms": {a.name: {"title": a.title, "explains": a.explains, "sampling": a.sampling, "augment": a.augment}
                  for a in arms},
         "synthetic": ed.synthetic, "baseline_mix": 0.0, "settings": settings,
