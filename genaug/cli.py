@@ -93,10 +93,13 @@ def summarise_training(out) -> str:
     best = json.loads((out / "best" / "genaug.json").read_text())
     fid = best.get("fidelity") or {}
     rows = [r for r in read_jsonl(out / "metrics.jsonl") if "fid" in r]
-    acc = next((r["cond_acc"] for r in rows if r["step"] == best["step"]), None)
+    row = next((r for r in rows if r["step"] == best["step"]), {})
+    acc, per_class = row.get("cond_acc"), row.get("cond_acc_per_class") or []
     quality = f"FID {fid['fid']:.3g} ({fid['extractor']} features, {fid['n_fake']} vs {fid['n_real']} images)" if fid else ""
+    weak = sorted((a, name) for a, name in zip(per_class, best.get("classes", [])) if a is not None and a < 0.8)
     return (f"done: best/ = step {best['step']} {quality}"
             + (f", judge accuracy on samples {acc:.3f}" if acc is not None else "")
+            + (" (below 0.8 for " + ", ".join(f"{n!r} {a:.2f}" for a, n in weak) + ")" if weak else "")
             + f"; weights in {out}/best and {out}/last, metrics in {out}/metrics.jsonl")
 
 

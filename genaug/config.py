@@ -46,6 +46,14 @@ class GanConfig(Section):
     d_channels: int = Field(32, ge=4, le=1024)
     loss: Literal["hinge", "nonsat"] = "hinge"
     aux_weight: float = Field(1.0, ge=0.0, description="auxiliary-classifier loss weight; 0 = projection only")
+    class_balance: Literal["balanced", "natural"] = Field("balanced", description="balanced = each batch draws a class "
+                                                          "uniformly, then one of its images (tail classes are seen as "
+                                                          "often as head ones); natural = images uniformly")
+    long_tail: Literal["none", "gsr"] = Field("none", description="gsr = group spectral regularisation of the class-"
+                                              "conditional BatchNorm gains and biases (Rangwani et al., ECCV 2022)")
+    gsr_weight: float = Field(0.5, ge=0.0, description="gSR: the penalty's weight (the paper's sn_reg_weight)")
+    gsr_beta: float = Field(0.999, ge=0.0, lt=1.0, description="gSR: effective-number beta; rarer classes get larger "
+                            "per-class weights, proportional to 1 / effective number of images")
     diffaugment: str = Field("translation,cutout", description="comma list of translation,cutout,color; '' = off")
     steps: int = Field(3000, ge=1)
     batch_size: int = Field(32, ge=2, le=4096)
@@ -70,6 +78,12 @@ class DiffusionConfig(Section):
     prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"  # epsilon + cosine breaks DDIM/DPM++ here
     num_train_timesteps: int = Field(1000, ge=10)
     cfg_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    class_balance: Literal["balanced", "natural"] = Field("balanced", description="balanced = each batch draws a class "
+                                                          "uniformly, then one of its images; natural = images uniformly")
+    long_tail: Literal["none", "cbdm"] = Field("none", description="cbdm = the class-balancing regulariser of Qin et al. "
+                                               "(CVPR 2023): the prediction for a class is pulled towards the prediction "
+                                               "for a random other class at the same noisy input, more at high noise")
+    cbdm_tau: float = Field(1.0, ge=0.0, description="CBDM: the regulariser's weight (tau)")
     steps: int = Field(6000, ge=1)
     batch_size: int = Field(64, ge=2, le=4096)
     lr: float = Field(2e-4, gt=0, lt=1)
@@ -237,7 +251,7 @@ class Config(Section):
     # MNIST-5k training split and settings sized for <= 10 minutes of `genaug pipeline`
     # on a 2-core CPU. A config file and --set start from these values key by key (see resolve_config).
     data: DataConfig = DataConfig(imbalance=0.05)
-    gan: GanConfig = GanConfig(lr_g=8e-4, lr_d=8e-4, aux_weight=0.3, diffaugment="translation,cutout,color", steps=800,
+    gan: GanConfig = GanConfig(lr_g=8e-4, lr_d=8e-4, aux_weight=1.0, diffaugment="translation,cutout,color", steps=1200,
                                eval_every=400, checkpoint_every=400, fid_samples=500)
     diffusion: DiffusionConfig = DiffusionConfig()
     judge: JudgeConfig = JudgeConfig(lr=4e-3, steps=400)

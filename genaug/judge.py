@@ -172,6 +172,19 @@ def predict(model: torch.nn.Module, images: torch.Tensor, channels: int, batch_s
 def conditional_accuracy(images: torch.Tensor, labels: torch.Tensor, judge_dir: str | Path) -> float:
     """Share of generated images (uint8 (N, C, H, W)) that the judge assigns to their
     conditioning label: does the generator draw the class it was asked for?"""
+    return conditioning(images, labels, judge_dir)[0]
+
+
+def conditioning(images: torch.Tensor, labels: torch.Tensor, judge_dir: str | Path) -> tuple[float, list[float | None]]:
+    """(overall, per class) agreement of the judge with the conditioning labels (N,); a
+    class with no image in ``labels`` gets None."""
     model, meta = load_judge(judge_dir)
-    probs = predict(model, images, meta["in_chans"])
-    return float((probs.argmax(1) == labels.numpy()).mean())
+    hit = predict(model, images, meta["in_chans"]).argmax(1) == labels.numpy()
+    return float(hit.mean()), per_class_mean(hit, labels.numpy(), len(meta["classes"]))
+
+
+def per_class_mean(hit: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float | None]:
+    """Mean of the booleans ``hit`` per label (None for a label that never occurs), rounded to 4 places."""
+    n = np.bincount(labels, minlength=num_classes)
+    ok = np.bincount(labels, weights=hit.astype(float), minlength=num_classes)
+    return [round(float(o / c), 4) if c else None for o, c in zip(ok, n)]

@@ -15,8 +15,9 @@ from PIL import Image
 
 from genaug.config import Config
 from genaug.evaluate.plots import png_bytes
-from genaug.evaluate.run import budget_text, rebalancing_caution, steps_text
+from genaug.evaluate.run import budget_text, coverage_text, rebalancing_caution, steps_text
 from genaug.io import atomic_write_bytes, atomic_write_text, read_jsonl
+from genaug.synthetic.sample import unfilled
 
 SCALE, PER_SIDE = 2, 8
 
@@ -242,6 +243,8 @@ def _summary(doc: Doc, cfg: Config, metrics: dict | None) -> None:
         doc.p("Sensitivity: " + sens["text"])
     if metrics.get("budget_limited"):
         doc.p(metrics["budget_limited"])
+    if coverage := coverage_text(metrics):
+        doc.p(coverage)
     caution = rebalancing_caution(metrics)
     if caution:
         doc.p(caution)
@@ -357,10 +360,15 @@ def _fidelity(doc: Doc, fidelity: dict | None) -> None:
     def f(e, key):
         return None if not e.get(key) else f"{e[key]['fid']:.3f} (n={e[key]['n']})"
 
-    doc.table(["class", "candidates", "kept", "FID before", "FID after", "KID after", "augmented"],
-              [[name, e["candidates"], e["kept"], f(e, "before"), f(e, "after"),
+    acc = lambda e: None if e.get("cond_acc") is None else f"{e['cond_acc']:.3f}"
+    doc.table(["class", "candidates", "conditioning accuracy", "kept", "FID before", "FID after", "KID after", "augmented"],
+              [[name, e["candidates"], acc(e), e["kept"], f(e, "before"), f(e, "after"),
                 None if not e.get("after") else f"{e['after']['kid']:.4f}",
                 "yes" if e["augmented"] else f"no ({e['not_augmented_because']})"] for name, e in fidelity["classes"].items()])
+    doc.p("Conditioning accuracy: the share of a class's candidates, before any filter, that the judge assigns to the "
+          "class they were drawn for; a low value means the generator cannot draw that class, whatever the filters keep.")
+    if missing := unfilled(fidelity):
+        doc.p("Classes with no synthetic image: " + "; ".join(missing) + ".")
     if fidelity.get("mean_class_fid_before") is not None:
         doc.p(f"Mean per-class FID over the {fidelity.get('mean_over_classes', '')} classes with both: "
               f"{fidelity['mean_class_fid_before']:.3f} before filtering, {fidelity['mean_class_fid_after']:.3f} after. "

@@ -255,6 +255,28 @@ POOL_FID_REFERENCE = 5000  # pool images (a seeded subset) the training-time poo
 
 
 @dataclass
+class ClassIndex:
+    """The labeled images grouped by class, for class-balanced draws: a class uniformly
+    among those present, then an image uniformly within it."""
+
+    order: torch.Tensor  # (N,) labeled indices sorted by class
+    starts: torch.Tensor  # (K,) where each present class begins in ``order``
+    counts: torch.Tensor  # (K,) its image count (every class here has at least one)
+
+    @classmethod
+    def of(cls, labels: torch.Tensor) -> ClassIndex:
+        order = torch.argsort(labels, stable=True)
+        present, counts = torch.unique(labels, return_counts=True)
+        return cls(order, torch.cumsum(counts, 0) - counts, counts)
+
+    def draw(self, n: int, g: torch.Generator) -> torch.Tensor:
+        """n labeled indices (with replacement), every class equally likely."""
+        c = torch.randint(0, len(self.counts), (n,), generator=g)
+        within = (torch.rand(n, generator=g) * self.counts[c]).long().clamp(max=self.counts[c] - 1)
+        return self.order[self.starts[c] + within]
+
+
+@dataclass
 class GeneratorSet:
     """What a generator trains on: the labeled training split, then the pool images it
     uses (DPT-style: confident pseudo-labels condition; the diffusion model takes the
@@ -266,16 +288,26 @@ class GeneratorSet:
     n_labeled: int
     pool_share: float  # share of each batch drawn from the pool (0 without one)
     pool_reference: torch.Tensor | None = None  # (<= POOL_FID_REFERENCE, C, H, W) uint8, for the pool FID
+    by_class: ClassIndex | None = None  # set: labeled images are drawn class first (class-balanced batches)
 
     @property
     def n_pool(self) -> int:
         return len(self.labels) - self.n_labeled
 
 
-def generator_set(cfg: Config, data, *, null: int | None) -> GeneratorSet:
+def generator_set(cfg: Config, data, *, null: int | None, balance: str = "natural") -> GeneratorSet:
     """The labeled split plus, with ``data.unlabeled``, the pool with its pseudo-labels
     (:func:`genaug.pseudo.ensure_pool_labels`). ``null``: the label of unconfident pool
-    images; None leaves them out."""
+    images; None leaves them out. ``balance="balanced"``: the labeled share of every batch
+    is drawn class first, so a class with 18 images is seen as often as one with 360
+    (the pool share keeps its natural draws)."""
+    gs = _generator_set(cfg, data, null=null)
+    if balance == "balanced":
+        gs.by_class = ClassIndex.of(gs.labels[: gs.n_labeled])
+    return gs
+
+
+def _generator_set(cfg: Config, data, *, null: int | None) -> GeneratorSet:
     from genaug.pseudo import ensure_pool_labels
 
     train = data.splits["train"]
@@ -305,22 +337,28 @@ def generator_set(cfg: Config, data, *, null: int | None) -> GeneratorSet:
 def set_indices(gs: GeneratorSet, seed: int, step: int, per_proc: int, world: int, rank: int) -> torch.Tensor:
     """This rank's slice of step ``step``'s global batch from ``gs``: without a pool the
     draws of :func:`batch_indices`; with one, ``round(pool_share * B)`` of the B slots
-    come from the pool (its own seeded stream) and the batch is shuffled."""
-    if not gs.pool_share:
+    come from the pool (its own seeded stream) and the batch is shuffled. With
+    ``gs.by_class`` the labeled slots are class-balanced draws."""
+    if not gs.pool_share and gs.by_class is None:
         return batch_indices(seed, step, gs.n_labeled, per_proc, world, rank)
     b = per_proc * world
+    if not gs.pool_share:
+        g = step_generator(seed, step, 0, torch.device("cpu"))
+        return gs.by_class.draw(b, g)[rank * per_proc : (rank + 1) * per_proc]
     n_pool = min(b - 1, max(1, round(gs.pool_share * b)))
     g = step_generator(seed, step, 0, torch.device("cpu"), stream=2)
-    labeled = torch.randint(0, gs.n_labeled, (b - n_pool,), generator=g)
+    labeled = (gs.by_class.draw(b - n_pool, g) if gs.by_class is not None
+               else torch.randint(0, gs.n_labeled, (b - n_pool,), generator=g))
     pool = gs.n_labeled + torch.randint(0, gs.n_pool, (n_pool,), generator=g)
     both = torch.cat([labeled, pool])[torch.randperm(b, generator=g)]
     return both[rank * per_proc : (rank + 1) * per_proc]
 
 
-def eval_labels(n: int, train_labels, num_classes: int, min_per_class: int = 10) -> torch.Tensor:
+def eval_labels(n: int, train_labels, num_classes: int, min_per_class: int = 20) -> torch.Tensor:
     """Labels for the training-time FID samples: in the training split's class
     proportions (so a long-tailed split is compared with a long-tailed sample set), at
-    least ``min_per_class`` each (the grid shows 10 per class). Balanced data gives
+    least ``min_per_class`` each (the grid shows 10 per class; 20 give each class's
+    conditioning accuracy a standard error of at most 0.11). Balanced data gives
     ``arange(n) % num_classes`` up to order."""
     counts = np.bincount(np.asarray(train_labels), minlength=num_classes).astype(float)
     spare = max(0, n - min_per_class * num_classes)
@@ -338,7 +376,7 @@ def score_samples(cfg: Config, images: torch.Tensor, labels: torch.Tensor, real:
     FID against the unlabeled pool), and the judge's conditional accuracy. Returns
     (metrics row, torch-fidelity summary of the training-split comparison)."""
     from genaug.fidelity import fidelity
-    from genaug.judge import conditional_accuracy
+    from genaug.judge import conditioning
     from genaug.runs import config_hash
 
     judge_dir = cfg.run_dir() / "judge"
@@ -348,8 +386,9 @@ def score_samples(cfg: Config, images: torch.Tensor, labels: torch.Tensor, real:
     metrics = fidelity(images, real, extractor=extractor, judge_dir=judge_dir,
                        real_cache_name=f"{cfg.run}-train-{config_hash(cfg, 'data', 'judge', 'seed')}",
                        cache_root=out / "fid_cache")
+    cond_acc, per_class = conditioning(images, labels, judge_dir)
     row = {"fid": metrics["fid"], "kid": metrics["kid_mean"], "kid_std": metrics["kid_std"],
-           "cond_acc": conditional_accuracy(images, labels, judge_dir), "fid_extractor": metrics["extractor"],
+           "cond_acc": cond_acc, "cond_acc_per_class": per_class, "fid_extractor": metrics["extractor"],
            "fid_n_fake": metrics["n_fake"], "fid_n_real": metrics["n_real"]}
     if pool is not None:
         vs_pool = fidelity(images, pool, extractor=extractor, judge_dir=judge_dir, cache_root=out / "fid_cache",

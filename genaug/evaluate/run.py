@@ -358,6 +358,17 @@ def budget_limited(metrics: dict) -> str | None:
             "eval.epochs or eval.max_steps).")
 
 
+def coverage_text(metrics: dict) -> str | None:
+    """Which classes the synthetic set leaves empty (their gains measure no synthetic
+    image of their own), or None when it covers every class."""
+    per_class = (metrics.get("synthetic") or {}).get("per_class") or []
+    empty = [metrics["classes"][c] for c, n in enumerate(per_class) if not n]
+    if not per_class or not empty:
+        return None
+    return (f"The synthetic set covers {len(per_class) - len(empty)} of {len(per_class)} classes: no synthetic image "
+            f"for {', '.join(repr(c) for c in empty)}, so any change there comes from the other classes' images.")
+
+
 def budget_text(metrics: dict) -> str:
     b = metrics.get("budget") or {"protocol": "fixed", "steps": metrics.get("steps")}
     if b["protocol"] == "fixed":
@@ -408,6 +419,8 @@ def results_table(metrics: dict) -> str:
     sens = metrics.get("sensitivity")
     if sens and not sens.get("detectable"):
         lines.append("Sensitivity: " + sens["text"])
+    if coverage := coverage_text(metrics):
+        lines.append(coverage)
     capped = budget_limited(metrics)
     if capped:
         lines.append(capped)

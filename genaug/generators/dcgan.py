@@ -103,6 +103,39 @@ class Discriminator(nn.Module):
         return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1), self.classifier(h)
 
 
+def near_square(n: int) -> tuple[int, int]:
+    """n = a * b with a <= b and a as large as possible (gSR's grouping of a C-vector into
+    an a x b matrix: 128 -> 8 x 16, 64 -> 8 x 8)."""
+    a = max(i for i in range(1, int(n**0.5) + 1) if n % i == 0)
+    return a, n // a
+
+
+def effective_number_weights(counts: list[int], beta: float) -> torch.Tensor:
+    """Per-class weights proportional to 1 / effective number of images
+    (1 - beta^n) / (1 - beta) (Cui et al. 2019), scaled to sum to the number of classes,
+    as gSR's code does; a class with no image gets the largest weight."""
+    n = torch.tensor([max(1, c) for c in counts], dtype=torch.float64)
+    inv = (1 - beta) / (1 - beta**n)
+    return (len(counts) * inv / inv.sum()).float()
+
+
+def gsr_penalty(G: nn.Module, class_weights: torch.Tensor) -> torch.Tensor:
+    """Group spectral regularisation (Rangwani et al., ECCV 2022): in every conditional
+    BatchNorm, each class's gain offset (gain - 1) and bias, C-vectors, are grouped into
+    an a x b matrix whose largest singular value is penalised squared, weighted per class;
+    the mean over layers and classes. Tail classes' conditioning collapses together with
+    a 'spectral explosion' of these matrices, which the penalty prevents. The matrices are
+    small (8 x 16 at most here), so the exact norm replaces the paper's power iteration."""
+    terms = []
+    for m in G.modules():
+        if isinstance(m, ConditionalBatchNorm2d):
+            a, b = near_square(m.gain.embedding_dim)
+            for emb in (m.gain.weight - 1, m.bias.weight):  # (K, C)
+                sigma = torch.linalg.matrix_norm(emb.float().view(-1, a, b), ord=2)  # (K,)
+                terms.append((sigma.square() * class_weights.to(sigma.device)).mean())
+    return torch.stack(terms).sum() / (len(terms) // 2)
+
+
 def aux_loss(class_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Auxiliary-classifier term (AC-GAN): D learns to classify real images, G is
     rewarded when D recognises the class it was asked to draw. It speeds up class

@@ -55,6 +55,7 @@ class DiffusionParts:
     lr_sched: object
     scheduler: object
     init_from: dict | None = None  # what diffusion.init_from started from, for genaug.json and the report
+    cbdm_probs: torch.Tensor | None = None  # (K,) CBDM's draw of the adjustment class; None: no CBDM
 
 
 def pretrained_start(cfg: Config, data: LabeledData) -> tuple[UNet2DModel, dict] | None:
@@ -78,7 +79,11 @@ def _init(cfg: Config, data: LabeledData, accelerator, start: tuple[UNet2DModel,
                    model_cls=UNet2DModel, model_config=unet.config)
     unet, opt, lr_sched = accelerator.prepare(unet, opt, lr_sched)
     ema.to(accelerator.device)
-    return DiffusionParts(unet, ema, opt, lr_sched, noise_scheduler(dc), init)
+    probs = None
+    if dc.long_tail == "cbdm":  # CBDM's code draws y' from the training split's class frequencies
+        counts = torch.bincount(torch.from_numpy(data.splits["train"].labels), minlength=data.num_classes).float()
+        probs = (counts / counts.sum()).to(accelerator.device)
+    return DiffusionParts(unet, ema, opt, lr_sched, noise_scheduler(dc), init, probs)
 
 
 def _train_step(parts: DiffusionParts, accelerator, x0: torch.Tensor, y: torch.Tensor, g, dc, null: int,
@@ -98,12 +103,31 @@ def _train_step(parts: DiffusionParts, accelerator, x0: torch.Tensor, y: torch.T
     else:  # the weighted mean of per-image MSEs
         per_image = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)  # (B,)
         loss = (per_image * w).sum() / w.sum().clamp(min=1e-8)
+    row = {}
+    if parts.cbdm_probs is not None:
+        row["cbdm"] = _cbdm_term(parts, noisy, t, y, pred, g, dc.cbdm_tau, null)
+        loss = loss + row["cbdm"]
     parts.opt.zero_grad(set_to_none=True)
     accelerator.backward(loss)
     parts.opt.step()
     parts.lr_sched.step()
     parts.ema.step(accelerator.unwrap_model(parts.unet).parameters())
-    return {"loss": loss.detach(), "lr": parts.lr_sched.get_last_lr()[0]}
+    return {"loss": loss.detach(), "lr": parts.lr_sched.get_last_lr()[0], **{k: v.detach() for k, v in row.items()}}
+
+
+def _cbdm_term(parts: DiffusionParts, noisy: torch.Tensor, t: torch.Tensor, y: torch.Tensor, pred: torch.Tensor, g,
+               tau: float, null: int) -> torch.Tensor:
+    """CBDM's distribution-adjustment regulariser (Qin et al., CVPR 2023, as in their
+    code): the same noisy input conditioned on a class y' drawn from the class
+    frequencies; pred is pulled towards sg(pred'), and pred' towards sg(pred) at a
+    quarter of the weight, both weighted by tau * t / T. Images whose label was dropped
+    to the null class (classifier-free guidance) take no part."""
+    y_adj = torch.multinomial(parts.cbdm_probs, len(y), replacement=True, generator=g)  # (B,)
+    pred_adj = parts.unet(noisy, t, class_labels=y_adj).sample
+    weight = t.float() / parts.scheduler.config.num_train_timesteps * tau  # (B,)
+    sq = (pred.float() - pred_adj.float().detach()).square() + 0.25 * (pred.float().detach() - pred_adj.float()).square()
+    per_image = sq.flatten(1).mean(1) * weight * (y != null)  # (B,)
+    return per_image.mean()
 
 
 def ema_unet(parts: DiffusionParts, accelerator) -> UNet2DModel:
@@ -161,7 +185,7 @@ def train_diffusion(cfg: Config, *, resume: bool = False) -> Path:
     if resume:
         resume_run(accelerator, out, extra=extra, state=state)
     accelerator.init_trackers("diffusion")
-    _loop(cfg, data, generator_set(cfg, data, null=data.num_classes), accelerator, parts, state, out, extra)
+    _loop(cfg, data, generator_set(cfg, data, null=data.num_classes, balance=cfg.diffusion.class_balance), accelerator, parts, state, out, extra)
     accelerator.end_training()
     return out
 

@@ -11,12 +11,14 @@ import copy
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from genaug.config import Config
 from genaug.data import LabeledData, load_data
 from genaug.generators import save_generator
-from genaug.generators.dcgan import Discriminator, Generator, aux_loss, d_loss, g_loss
+from genaug.generators.dcgan import (Discriminator, Generator, aux_loss, d_loss, effective_number_weights, g_loss,
+                                     gsr_penalty)
 from genaug.generators.diffaugment import diff_augment, parse_policy
 from genaug.runs import config_hash
 from genaug.training import (FiniteWatch, GeneratorSet, TrainState, due, eval_labels, generator_set, log_metrics,
@@ -35,6 +37,7 @@ class GanParts:
     opt_d: torch.optim.Optimizer
     policy: tuple[str, ...]
     aux_weight: float
+    gsr_weights: torch.Tensor | None = None  # (K,) gSR's per-class weights times gan.gsr_weight; None: no gSR
 
 
 def build_models(cfg: Config, data: LabeledData) -> tuple[Generator, Discriminator]:
@@ -67,11 +70,15 @@ def _g_step(parts: GanParts, accelerator, y: torch.Tensor, z: torch.Tensor, g, l
     loss = g_loss(loss_kind, logits.float())
     if parts.aux_weight:
         loss = loss + parts.aux_weight * aux_loss(class_logits, y)
+    row = {}
+    if parts.gsr_weights is not None:
+        row["gsr"] = gsr_penalty(accelerator.unwrap_model(parts.G), parts.gsr_weights)
+        loss = loss + row["gsr"]
     parts.opt_g.zero_grad(set_to_none=True)
     accelerator.backward(loss)
     parts.opt_g.step()
     parts.ema.update_parameters(accelerator.unwrap_model(parts.G))
-    return {"loss_g": loss.detach()}
+    return {"loss_g": loss.detach(), **{k: v.detach() for k, v in row.items()}}
 
 
 @torch.no_grad()
@@ -159,7 +166,11 @@ def _init(cfg: Config, data: LabeledData, accelerator) -> GanParts:
     opt_d = torch.optim.Adam(D.parameters(), lr=gc.lr_d, betas=tuple(gc.betas))
     G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
     ema.to(accelerator.device)
-    return GanParts(G, D, ema, opt_g, opt_d, parse_policy(gc.diffaugment), gc.aux_weight)
+    gsr = None
+    if gc.long_tail == "gsr":
+        counts = np.bincount(data.splits["train"].labels, minlength=data.num_classes).tolist()
+        gsr = gc.gsr_weight * effective_number_weights(counts, gc.gsr_beta).to(accelerator.device)
+    return GanParts(G, D, ema, opt_g, opt_d, parse_policy(gc.diffaugment), gc.aux_weight, gsr)
 
 
 def train_gan(cfg: Config, *, resume: bool = False) -> Path:
@@ -173,7 +184,7 @@ def train_gan(cfg: Config, *, resume: bool = False) -> Path:
     if resume:
         resume_run(accelerator, out, extra={"ema": parts.ema}, state=state)
     accelerator.init_trackers("gan")
-    _loop(cfg, data, generator_set(cfg, data, null=None), accelerator, parts, state, out)
+    _loop(cfg, data, generator_set(cfg, data, null=None, balance=cfg.gan.class_balance), accelerator, parts, state, out)
     accelerator.end_training()
     return out
 

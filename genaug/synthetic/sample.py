@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -211,6 +212,7 @@ def finalise(ctx: Context, rows: list[dict]) -> dict:
             entry["kept"] = 0
         entry["augmented"] = entry["kept"] > 0
         entry["not_augmented_because"] = ("class_fid" if label in gated else "class_short" if label in short else None)
+        entry |= _conditioning([r for r in rows if r["label"] == label], label, ctx.data.classes)
     for r in rows:
         r["path"] = store.rel(r["label"], r["id"], r["kept"])
         store.move(r)
@@ -244,6 +246,39 @@ def _class_fidelity(ctx: Context, rows: list[dict]) -> dict:
     return out
 
 
+def _conditioning(mine: list[dict], label: int, classes: list[str]) -> dict:
+    """Conditioning accuracy of one class's candidates, before any filter: the share the
+    judge assigns to the class they were drawn for; the class most others went to; the
+    candidates' reject reasons."""
+    if not mine:
+        return {"cond_acc": None, "drawn_as": None, "rejected": {}}
+    others = Counter(r["judge_pred"] for r in mine if r["judge_pred"] != label)
+    rejected = Counter(r["reason"] for r in mine if r["reason"] not in (None, "surplus", "class_short"))
+    return {"cond_acc": round(1 - sum(others.values()) / len(mine), 4),
+            "drawn_as": classes[others.most_common(1)[0][0]] if others else None, "rejected": dict(rejected)}
+
+
+def unfilled(result: dict) -> list[str]:
+    """One line per class that got no synthetic image, saying why."""
+    th, lines = result["thresholds"], []
+    for name, e in result["classes"].items():
+        if e.get("augmented", e["kept"] > 0):
+            continue
+        why = e.get("not_augmented_because")
+        if why == "class_fid":
+            lines.append(f"{name}: its kept images' FID {e['after']['fid']:.3f} is above max_class_fid {th['max_class_fid']}")
+            continue
+        acc, cand = e.get("cond_acc"), e["candidates"]
+        text = f"{name}: fewer than {th['per_class']} of {cand} candidates passed the filters"
+        if acc is not None and acc < 0.8:
+            text += (f"; the judge read {1 - acc:.0%} of them as another class (mostly {e['drawn_as']!r}), so the "
+                     "generator does not draw this class (see its conditioning accuracy)")
+        elif e.get("rejected"):
+            text += "; rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(e["rejected"].items(), key=lambda kv: -kv[1]))
+        lines.append(text)
+    return lines
+
+
 def _mean(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
@@ -267,6 +302,11 @@ def _fidelity_summary(ctx: Context, per_class: dict, decision: str, rows: list[d
         "mean_class_fid_after": _mean([e["after"]["fid"] for e in both]),
         "mean_over_classes": len(both),
         "generated": len(rows), "kept": sum(r["kept"] for r in rows), "reject_reasons": reasons,
+        # unfiltered candidates the judge assigns to the class they were drawn for
+        "cond_acc": round(sum(r["judge_pred"] == r["label"] for r in rows) / len(rows), 4) if rows else None,
+        "min_class_cond_acc": min((e["cond_acc"] for e in per_class.values() if e.get("cond_acc") is not None),
+                                  default=None),
+        "unfilled": [name for name, e in per_class.items() if not e["kept"]],
         "realism_off": [ctx.data.classes[c] for c in ctx.ref.realism_off()],  # one training image: no radius
         "classes": per_class,
     }
@@ -274,16 +314,21 @@ def _fidelity_summary(ctx: Context, per_class: dict, decision: str, rows: list[d
 
 def summarise_fidelity(result: dict) -> str:
     """The per-class table printed after sampling / filtering."""
-    lines = [f"{'class':<14} {'tried':>6} {'kept':>5}  FID before -> after ({result['extractor']}, vs train)"]
+    lines = [f"{'class':<14} {'tried':>6} {'kept':>5} {'cond':>5}  FID before -> after ({result['extractor']}, vs train)"]
     for name, e in result["classes"].items():
         b, a = (e.get("before") or {}).get("fid"), (e.get("after") or {}).get("fid")
+        acc = e.get("cond_acc")
         note = f"  not augmented: {e['not_augmented_because']}" if e.get("not_augmented_because") else ""
-        lines.append(f"{name[:14]:<14} {e['candidates']:>6} {e['kept']:>5}  "
+        lines.append(f"{name[:14]:<14} {e['candidates']:>6} {e['kept']:>5} {'-' if acc is None else f'{acc:.2f}':>5}  "
                      f"{'-' if b is None else f'{b:.3f}'} -> {'-' if a is None else f'{a:.3f}'}{note}")
+    lines.append("cond: the share of a class's unfiltered candidates the judge assigns to that class")
     mb, ma = result["mean_class_fid_before"], result["mean_class_fid_after"]
     if mb is not None and ma is not None:
         lines.append(f"mean per-class FID over {result['mean_over_classes']} classes {mb:.3f} -> {ma:.3f}; kept {result['kept']} of {result['generated']} "
                      f"generated; rejected: " + (", ".join(f"{k} {v}" for k, v in result["reject_reasons"].items()) or "none"))
+    if missing := unfilled(result):
+        lines.append(f"{len(missing)} class(es) got no synthetic image:")
+        lines += [f"  {line}" for line in missing]
     if result.get("realism_off"):
         lines.append(f"realism filter off for {', '.join(result['realism_off'])}: one training image, so no real "
                      "class region to compare with (judge confidence and near-copy filters still apply)")
