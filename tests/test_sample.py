@@ -4,6 +4,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -86,6 +87,26 @@ def test_filter_keeps_only_passing_images_and_caps_tries(smoke_gan):
             assert r["reason"] in ("judge_disagrees", "low_confidence", "unrealistic", "class_short", "surplus")
     assert len(pngs(cfg.gen_dir())) == sum(r["kept"] for r in rows) == result["kept"]
     assert len(pngs(cfg.gen_dir(), "rejected")) == len(rows) - result["kept"]
+
+
+def test_sample_reports_conditioning_per_class_and_why_a_class_is_empty(smoke_gan):
+    """Issue 28: the 6-step smoke GAN draws junk: most classes cannot be filled, and the summary
+    says which and why, from the unfiltered candidates' conditioning accuracy."""
+    from genaug.synthetic.sample import summarise_fidelity, unfilled
+
+    cfg = cfg_for(smoke_gan, "sample.per_class=2", "sample.max_tries=3", "sample.min_confidence=0.2", gen="conditioning")
+    result = run_sample(cfg)
+    rows = read_jsonl(cfg.gen_dir() / "manifest.jsonl")
+    for label, (name, e) in enumerate(result["classes"].items()):
+        mine = [r for r in rows if r["label"] == label]
+        assert e["cond_acc"] == pytest.approx(np.mean([r["judge_pred"] == label for r in mine]), abs=1e-4)
+    empty = [name for name, e in result["classes"].items() if not e["kept"]]
+    assert result["unfilled"] == empty and empty, "the smoke GAN should leave classes empty"
+    assert len(unfilled(result)) == len(empty) and all(line.split(":")[0] in empty for line in unfilled(result))
+    text = summarise_fidelity(result)
+    assert f"{len(empty)} class(es) got no synthetic image" in text and "cond" in text
+    assert json.loads((cfg.gen_dir() / "fidelity.json").read_text())["min_class_cond_acc"] == min(
+        e["cond_acc"] for e in result["classes"].values())
 
 
 def test_filter_command_redecides_without_generating(smoke_gan, run_cli):
