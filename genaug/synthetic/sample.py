@@ -271,9 +271,9 @@ def unfilled(result: dict) -> list[str]:
         acc, cand = e.get("cond_acc"), e["candidates"]
         text = f"{name}: fewer than {th['per_class']} of {cand} candidates passed the filters"
         if acc is not None and acc < 0.8:
-            text += (f"; the judge read {1 - acc:.0%} of them as another class (mostly {e['drawn_as']!r}), so the "
-                     "generator does not draw this class (see its conditioning accuracy)")
-        elif e.get("rejected"):
+            text += (f"; the judge read {1 - acc:.0%} of them as another class (mostly {e['drawn_as']!r}): the "
+                     "generator does not draw this class reliably (conditioning accuracy below 0.8)")
+        if e.get("rejected"):
             text += "; rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(e["rejected"].items(), key=lambda kv: -kv[1]))
         lines.append(text)
     return lines
