@@ -58,7 +58,7 @@ class JudgeFeatureExtractor(FeatureExtractorBase):
         return torch.zeros(1, 3, 28, 28, dtype=torch.uint8)
 
     def forward(self, x):
-        from genaug.judge import to_input
+        from genaug.classify.views import to_input
 
         feats = self.model.forward_head(self.model.forward_features(to_input(x, self.channels)), pre_logits=True)
         logits = self.model.get_classifier()(feats)

@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from genaug.errors import GenaugError
 from genaug.faults import fault_point
 
@@ -213,3 +215,11 @@ def safe_join(root: str | Path, *parts: str) -> Path:
     if root != out and root not in out.parents:
         raise GenaugError(f"refusing to write outside {root}: {out}")
     return out
+
+
+def content_hash(images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> str:
+    """Hash of the decoded pixels and labels: a changed image changes it, a renamed file does not."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(np.asarray(images)).tobytes())
+    h.update(np.asarray(labels, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]

@@ -21,34 +21,14 @@ from timm.scheduler import CosineLRScheduler
 from genaug.progress import progress
 
 import genaug.models  # noqa: F401  (registers the small timm models)
+from genaug.classify.views import random_shift, to_input
+from genaug.classify.fixmatch import self_train
 from genaug.config import Config
 from genaug.data.base import LabeledData, Split
 from genaug.io import atomic_save_tensors, atomic_write_json, load_tensors, sweep_temp
 from genaug.runs import config_hash
 
 WEIGHTS, META = "model.safetensors", "judge.json"
-
-
-def to_input(images: torch.Tensor, channels: int) -> torch.Tensor:
-    """uint8 ``(B, C, H, W)`` -> float in [-1, 1] with ``channels`` channels."""
-    x = images.float().div(127.5).sub(1.0)
-    if x.shape[1] == channels:
-        return x
-    if channels == 1:  # RGB -> luma (ITU-R 601-2, as PIL does)
-        return (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    return x.expand(-1, channels, -1, -1)
-
-
-def random_shift(x: torch.Tensor, generator: torch.Generator, pad: int = 2) -> torch.Tensor:
-    """Random translation by up to ``pad`` px (replicate-padded crop), one offset per image."""
-    b, _, h, w = x.shape
-    padded = F.pad(x, (pad,) * 4, mode="replicate")
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    # every h x w window of the padded image as a view, then one pick per image: 11x faster
-    # on a CPU than a crop per image, which read its offsets from tensors 4 times
-    windows = padded.unfold(2, h, 1).unfold(3, w, 1)  # (b, C, 2 pad + 1, 2 pad + 1, h, w)
-    return windows[torch.arange(b), :, dy, dx]
 
 
 @torch.no_grad()
@@ -112,8 +92,6 @@ def train_judge(cfg: Config, data: LabeledData, out_dir: Path) -> dict:
     supervised = best["acc"]
     rounds = []
     if jc.self_training and data.unlabeled is not None:
-        from genaug.pseudo import self_train
-
         model.load_state_dict(best["state"])  # self-training starts from the best supervised judge
         rounds = self_train(cfg, data, model, optimiser, gen, consider)
     model.load_state_dict(best["state"])

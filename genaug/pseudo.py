@@ -1,7 +1,8 @@
 """Pseudo-labels for the unlabeled pool (SPEC §2, §3; DPT-style semi-supervised generation).
 
 The judge — trained on the labeled split only, optionally improved on the pool by
-FixMatch-style self-training (:func:`self_train`) — labels every pool image. The labels
+FixMatch-style self-training (:func:`genaug.classify.fixmatch.self_train`) — labels
+every pool image. The labels
 and confidences go to ``runs/<run>/judge/pool_labels.jsonl`` (one line per image: id,
 label, confidence) next to ``pool_labels.json`` (the judge key they belong to, counts),
 so every stage (generator training, the control rows of eval-classifier) reads the same
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import PartialState
 
 from genaug.config import Config
@@ -66,8 +66,7 @@ def ensure_pool_labels(cfg: Config, data: LabeledData) -> PoolLabels | None:
 
 def pool_hash(data: LabeledData) -> str:
     """Hash of the pool's ids and pixels."""
-    from genaug.evaluate.data import content_hash
-    from genaug.io import stable_hash
+    from genaug.io import content_hash, stable_hash
 
     return stable_hash([data.unlabeled.ids, content_hash(data.unlabeled.images, data.unlabeled.labels)])
 
@@ -86,49 +85,3 @@ def _label_pool(cfg: Config, data: LabeledData, judge_dir: Path) -> None:
         "mean_confidence": float(conf.mean()), "judge_val_accuracy": meta["val_accuracy"]})
     print(f"pseudo-labeled {len(labels)} pool images (mean confidence {conf.mean():.3f}; judge val accuracy "
           f"{meta['val_accuracy']:.4f}); labels in {judge_dir / LABELS}")
-
-
-def self_train(cfg: Config, data: LabeledData, model: torch.nn.Module, opt_factory, gen: torch.Generator,
-               evaluate) -> list[dict]:
-    """FixMatch-style rounds (Sohn et al. 2020) on the pool: each of ``judge.self_training``
-    rounds trains ``judge.steps`` more steps on labeled batches (shifted) plus pool
-    batches whose weak view (shifted) predicts a class with probability >=
-    ``judge.self_training_threshold``; that pseudo-label trains the strong view (shift +
-    two RandAugment ops). ``evaluate(model) -> val accuracy`` picks the best round;
-    returns one row per round. The model ends with the last round's weights; the
-    caller keeps the best."""
-    from genaug.evaluate.train import rand_augment
-    from genaug.judge import random_shift, to_input
-    from genaug.progress import progress
-
-    jc, ch = cfg.judge, data.channels
-    train, pool = data.splits["train"], data.unlabeled
-    x_l = torch.from_numpy(train.images).permute(0, 3, 1, 2)  # (N, C, H, W) uint8
-    y_l = torch.from_numpy(train.labels)
-    x_u = torch.from_numpy(pool.images).permute(0, 3, 1, 2)  # (M, C, H, W) uint8
-    rows = []
-    for rnd in range(1, jc.self_training + 1):
-        opt, sched = opt_factory()
-        masked, bar = [], progress(range(jc.steps), desc=f"judge self-training {rnd}", unit="step", leave=False)
-        for step in bar:
-            model.train()
-            il = torch.randint(0, len(y_l), (jc.batch_size,), generator=gen)
-            iu = torch.randint(0, len(x_u), (jc.batch_size,), generator=gen)
-            with torch.no_grad():
-                weak = F.softmax(model(random_shift(to_input(x_u[iu], ch), gen)), dim=1)
-            conf, pseudo = weak.max(1)
-            mask = (conf >= jc.self_training_threshold).float()
-            strong = to_input(rand_augment(random_shift(x_u[iu].float(), gen).round().to(torch.uint8), gen), ch)
-            loss_l = F.cross_entropy(model(random_shift(to_input(x_l[il], ch), gen)), y_l[il], label_smoothing=0.1)
-            loss_u = (F.cross_entropy(model(strong), pseudo, reduction="none") * mask).mean()
-            loss = loss_l + jc.self_training_weight * loss_u
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step(step + 1)
-            masked.append(mask.mean())
-        acc = evaluate(model)
-        rows.append({"round": rnd, "val_accuracy": acc, "confident_share": float(torch.stack(masked).mean())})
-        print(f"judge self-training round {rnd}: val accuracy {acc:.4f}, "
-              f"{rows[-1]['confident_share']:.2f} of pool draws confident")
-    return rows

@@ -373,7 +373,8 @@ def _eval_data(args):
 
 def classifier_train_genaug(args) -> dict:
     from genaug.evaluate.budget import row_budget
-    from genaug.evaluate.train import _train_step, _trainer, augment
+    from genaug.classify.views import augment
+    from genaug.evaluate.train import _train_step, _trainer
 
     cfg = _cfg(args)
     # shift, not the default RandAugment: the host-side RandAugment has its own case
@@ -411,7 +412,8 @@ def classifier_input_randaugment(args) -> dict:
     """The classifier loop's host side for one batch with ``eval.augment=randaugment``:
     drawing the batch and augmenting it, which genaug does on the host before each step
     (so on a GPU this caps the loop's images/s whatever the model)."""
-    from genaug.evaluate.train import _batch, _by_class, augment
+    from genaug.classify.views import augment
+    from genaug.evaluate.train import _batch, _by_class
 
     ed = _eval_data(args)
     gens = [torch.Generator().manual_seed(k) for k in range(3)]

@@ -132,7 +132,7 @@ def test_augment_auto_picks_the_best_val_candidate_and_every_row_but_naive_uses_
 
 
 def test_randaugment_noflip_draws_like_randaugment_but_never_flips():
-    from genaug.evaluate.train import augment
+    from genaug.classify.views import augment
 
     x = torch.zeros(64, 1, 8, 8, dtype=torch.uint8)
     x[..., :, :2] = 255  # a bar on the left: a flip moves it right

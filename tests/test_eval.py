@@ -15,7 +15,8 @@ from genaug.evaluate.data import load_eval_data
 from genaug.evaluate.stats import paired_gain, t_interval
 import torchvision.transforms.v2.functional as TF
 
-from genaug.evaluate.train import _RAND_OPS, augment, synthetic_count
+from genaug.classify.views import _RAND_OPS, augment
+from genaug.evaluate.train import synthetic_count
 from genaug.io import append_jsonl
 from genaug.synthetic.store import MANIFEST, Store, image_id
 
@@ -92,7 +93,7 @@ def test_randaugment_is_seeded_shape_keeping_and_draws_a_fixed_count():
 
 
 def test_random_shift_is_a_replicate_padded_crop_per_image():
-    from genaug.judge import random_shift
+    from genaug.classify.views import random_shift
 
     for shape, pad in [((9, 1, 28, 28), 2), ((4, 3, 16, 20), 1), ((5, 3, 8, 8), 4)]:
         x = torch.rand(shape, generator=torch.Generator().manual_seed(0))

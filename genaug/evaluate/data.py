@@ -4,7 +4,6 @@ which only :func:`genaug.evaluate.train.test_metrics` reads."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +13,7 @@ from genaug.config import Config
 from genaug.data import load_data
 from genaug.data.base import Split
 from genaug.errors import GenaugError
-from genaug.io import stable_hash
+from genaug.io import content_hash, stable_hash
 
 
 @dataclass
@@ -42,14 +41,6 @@ class EvalData:
 
 def _tensors(split) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(split.images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(split.labels)
-
-
-def content_hash(images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> str:
-    """Hash of the decoded pixels and labels: a changed image changes it, a renamed file does not."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(np.asarray(images)).tobytes())
-    h.update(np.asarray(labels, dtype=np.int64).tobytes())
-    return h.hexdigest()[:16]
 
 
 def load_eval_data(cfg: Config, *, need_synthetic: bool) -> EvalData:

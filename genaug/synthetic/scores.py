@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from genaug.data.base import Split
-from genaug.judge import predict, to_input
+from genaug.classify.views import to_input
+from genaug.judge import predict
 
 
 @dataclass

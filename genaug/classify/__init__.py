@@ -1,0 +1,1 @@
+"""Pieces every classifier trainer shares: augmentation views and self-training."""
