@@ -251,7 +251,7 @@ class Config(Section):
     # MNIST-5k training split and settings sized for <= 10 minutes of `genaug pipeline`
     # on a 2-core CPU. A config file and --set start from these values key by key (see resolve_config).
     data: DataConfig = DataConfig(imbalance=0.05)
-    gan: GanConfig = GanConfig(lr_g=8e-4, lr_d=8e-4, aux_weight=1.0, diffaugment="translation,cutout,color", steps=1200,
+    gan: GanConfig = GanConfig(lr_g=8e-4, lr_d=8e-4, aux_weight=1.0, diffaugment="translation,cutout,color", steps=1600,
                                eval_every=400, checkpoint_every=400, fid_samples=500)
     diffusion: DiffusionConfig = DiffusionConfig()
     judge: JudgeConfig = JudgeConfig(lr=4e-3, steps=400)
