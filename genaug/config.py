@@ -232,6 +232,13 @@ class EvalConfig(Section):
                          "real labeled training images are left unused")
     oracle_dir: Optional[str] = Field(None, description="an ImageFolder of extra labeled real images for the oracle "
                                       "row (default: the training-pool images real_per_class / imbalance left out)")
+    fixmatch: bool = Field(True, description="with an unlabeled pool, a '+ pool (FixMatch)' row: the strong baseline "
+                           "trained on labeled + pool images by FixMatch (Sohn et al. 2020), the semi-supervised learner "
+                           "every pool-using row is compared with")
+    fixmatch_threshold: float = Field(0.95, gt=0.0, le=1.0, description="FixMatch: a pool image's weak-view prediction "
+                                      "trains its strong view only at this confidence or above (the paper's tau)")
+    fixmatch_mu: int = Field(7, ge=1, le=64, description="FixMatch: pool images per labeled image in each batch (mu)")
+    fixmatch_weight: float = Field(1.0, ge=0.0, description="FixMatch: weight of the pool's loss (lambda_u)")
     eval_every: int = Field(100, ge=1, description="val accuracy every N steps; the best-val weights are tested")
     patience: int = Field(5, ge=1, description="converged protocol: evaluations without val improvement that make a "
                           "plateau (cut the learning rate, or stop the row); a fixed eval.steps never stops early")

@@ -234,6 +234,12 @@ def _summary(doc: Doc, cfg: Config, metrics: dict | None) -> None:
               f"over the strong baseline at r = {s['mix']:g}"
               + (f"; synthetic images on top of it (pool + synthetic vs pool alone, paired): {_ci(over, True)}: "
                  f"{_verdict(over)}." if over else "."))
+    fm = metrics.get("fixmatch")
+    if fm:
+        s = fm["settings"][0]
+        doc.p(f"The semi-supervised baseline: the strong row trained by FixMatch on the labeled split plus all {fm['n']} "
+              f"pool images ({fm['source']}; threshold {fm['threshold']:g}, {fm['mu']} pool images per labeled one), no "
+              f"generator: {_ci(s['gain_acc'], True)} over the strong baseline: {_verdict(s['gain_acc'])}.")
     if metrics.get("baselines"):
         rb = metrics["baselines"]["strong_over_naive"]["acc"]
         doc.p(f"What rebalancing + augmentation alone give (strong vs naive real-only, no generator involved): "

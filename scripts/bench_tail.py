@@ -43,8 +43,8 @@ DATA = {
                            "eval.mix=0.5", "eval.seeds=3"]},
 }
 # the diffusion runs, sized for a 2-core CPU like configs/mnist5k_diffusion.yaml, shorter
-DIFFUSION_CPU = ["diffusion.block_channels=[16,32,32]", "diffusion.steps=1200", "diffusion.lr=0.001",
-                 "diffusion.eval_every=600", "diffusion.checkpoint_every=600", "diffusion.fid_samples=300",
+DIFFUSION_CPU = ["diffusion.block_channels=[16,32,32]", "diffusion.steps=1000", "diffusion.lr=0.001",
+                 "diffusion.eval_every=500", "diffusion.checkpoint_every=500", "diffusion.fid_samples=300",
                  "diffusion.guidance_scale=3.0", "diffusion.sample_steps=10", "sample.per_class=100"]
 METHOD = {"gsr": ("balanced", "gan.long_tail=gsr"), "cbdm": ("balanced", "diffusion.long_tail=cbdm")}
 

@@ -313,3 +313,44 @@ def test_small_registered_resnets_keep_resolution_through_the_stem(name, stage_s
     for h in hooks:
         h.remove()
     assert out.shape == (2, 10) and sizes == stage_sizes
+
+
+def test_fixmatch_views_are_seeded_uint8_and_the_strong_view_has_a_grey_square():
+    from genaug.classify.views import cutout, fixmatch_views
+
+    x = torch.zeros(6, 1, 28, 28, dtype=torch.uint8)
+    weak, strong = fixmatch_views(x, "shift", torch.Generator().manual_seed(0))
+    again = fixmatch_views(x, "shift", torch.Generator().manual_seed(0))
+    assert weak.dtype == strong.dtype == torch.uint8 and weak.shape == strong.shape == x.shape
+    assert torch.equal(weak, again[0]) and torch.equal(strong, again[1])
+    cut = cutout(torch.zeros(4, 3, 16, 16, dtype=torch.uint8), torch.Generator().manual_seed(1))
+    grey = (cut == 127).all(1)  # (B, H, W): every channel filled
+    assert all(9 <= int(grey[i].sum()) <= 81 for i in range(4))  # a side-8 square (9x9 kernel at most), clipped
+
+
+def test_fixmatch_loss_masks_unconfident_pool_images():
+    """Threshold above every confidence: the labeled loss alone; below all: plus the strong
+    views' cross-entropy against the weak views' argmax (the model in eval mode, so each
+    image's logits do not depend on the batch)."""
+    from genaug.config import EvalConfig
+    from genaug.evaluate.budget import row_budget
+    from genaug.evaluate.data import EvalData
+    from genaug.evaluate.train import _fixmatch_loss, _trainer
+
+    ec = EvalConfig(model="resnet_fast28", ema=False, label_smoothing=0.0)
+    ed = EvalData([str(i) for i in range(3)], 1, 28, torch.zeros(4, 1, 28, 28, dtype=torch.uint8),
+                  torch.zeros(4, dtype=torch.long), None, None, None, torch.zeros(0), torch.zeros(0), {})
+    torch.manual_seed(0)
+    t = _trainer(ec, ed, row_budget(ec, 4))
+    t.model.eval()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 256, (4, 1, 28, 28), generator=g, dtype=torch.uint8), torch.tensor([0, 1, 2, 0])
+    weak, strong = (torch.randint(0, 256, (8, 1, 28, 28), generator=g, dtype=torch.uint8) for _ in range(2))
+    with torch.no_grad():
+        lx, lw, ls = (t.model(t.spec(v)) for v in (x, weak, strong))
+        labeled = torch.nn.functional.cross_entropy(lx, y)
+        both = labeled + 2.0 * torch.nn.functional.cross_entropy(ls, lw.argmax(1))
+        assert _fixmatch_loss(t, t.spec(x), y, weak, strong, 1.0, 2.0).item() == pytest.approx(labeled.item(), rel=1e-5)
+        assert t.confident[-1].item() == 0.0
+        assert _fixmatch_loss(t, t.spec(x), y, weak, strong, 1e-6, 2.0).item() == pytest.approx(both.item(), rel=1e-5)
+        assert t.confident[-1].item() == 1.0

@@ -134,3 +134,27 @@ def augment(x: torch.Tensor, kind: str, g: torch.Generator, pad: int = 2) -> tor
         out = torch.where(flip.view(-1, 1, 1, 1), out.flip(-1), out)
     out = out.to(torch.uint8)  # whole numbers already (shifted and flipped uint8 pixels)
     return rand_augment(out, g) if kind.startswith("randaugment") else out
+
+
+def cutout(x: torch.Tensor, g: torch.Generator, share: float = 0.5, fill: int = 127) -> torch.Tensor:
+    """FixMatch's Cutout on uint8 ``(B, C, H, W)``: one grey square of side ``share x H``
+    per image, centred at a uniformly drawn pixel (clipped at the border)."""
+    b, _, h, w = x.shape
+    side = max(1, int(share * h))
+    cy, cx = torch.randint(0, h, (b,), generator=g), torch.randint(0, w, (b,), generator=g)
+    rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+    inside = ((rows - cy.view(b, 1, 1)).abs() <= side // 2) & ((cols - cx.view(b, 1, 1)).abs() <= side // 2)  # (B, H, W)
+    return torch.where(inside.unsqueeze(1), torch.full_like(x, fill), x)
+
+
+_WEAK_PART = {"none": "shift", "shift": "shift", "shift_flip": "shift_flip", "randaugment": "shift_flip",
+              "randaugment_noflip": "shift"}
+
+
+def fixmatch_views(x: torch.Tensor, kind: str, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """FixMatch's two views of unlabeled uint8 images: weak = the baseline augmentation
+    ``kind``; strong = its shift (and flip) + two RandAugment ops + Cutout."""
+    weak = augment(x, kind, g)
+    strong = cutout(rand_augment(augment(x, _WEAK_PART[kind], g), g), g)
+    return weak, strong
+

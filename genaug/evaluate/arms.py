@@ -15,6 +15,9 @@ what fills the extra slots at share r (SPEC §5).
   just labeling your unlabeled images?"
 * ``pool_synthetic`` — the share r split evenly between those pool images and the
   synthetic ones: does the generator add anything on top of the labeled pool?
+* ``fixmatch`` — with a pool: the strong baseline trained by FixMatch on the labeled
+  split plus every pool image (its loss on the unlabeled stream is the only difference):
+  the semi-supervised baseline a generator must beat.
 
 An arm is registered with :func:`register_arm`; its builder returns ``None`` when the
 arm does not apply (e.g. no held-out real images for an oracle).
@@ -42,6 +45,7 @@ class Arm:
     extra_info: dict | None = None  # where the extra images came from (hash, n, per class)
     extra_split: int | None = None  # extra = two sources, [0, split) and [split, M): each slot picks one evenly
     replace: tuple[float, list[torch.Tensor]] | None = None  # (p, per real image the indices of its variants in syn_x)
+    unlabeled: torch.Tensor | None = None  # (P, C, H, W) uint8: an unlabeled stream the arm's loss learns from (FixMatch)
 
     @property
     def shares(self) -> bool:
@@ -133,6 +137,21 @@ def _pool_synthetic(cfg: Config, ed: EvalData) -> Arm | None:
                "pseudo-labeled pool images and synthetic images: what the generator adds on top of the labeled pool.",
                cfg.eval.real_sampling, cfg.eval.augment,
                (torch.cat([ed.pool_x, ed.syn_x]), torch.cat([ed.pool_y, ed.syn_y])), info, extra_split=len(ed.pool_x))
+
+
+@register_arm("fixmatch")
+def _fixmatch(cfg: Config, ed: EvalData) -> Arm | None:
+    ec = cfg.eval
+    if ed.unlabeled_x is None or not len(ed.unlabeled_x) or not ec.fixmatch:
+        return None
+    info = {**ed.unlabeled, "threshold": ec.fixmatch_threshold, "mu": ec.fixmatch_mu, "weight": ec.fixmatch_weight}
+    info["ids_hash"] = (f"fixmatch:{ec.fixmatch_threshold}:{ec.fixmatch_mu}:{ec.fixmatch_weight}:"
+                        f"{ed.unlabeled['ids_hash']}")
+    return Arm("fixmatch", "+ pool (FixMatch)", f"The strong baseline trained on labeled + unlabeled pool images by "
+               f"FixMatch: per labeled image {ec.fixmatch_mu} pool images, whose weak view ({ec.augment}) predicts a "
+               f"pseudo-label that trains their strong view (RandAugment + Cutout) when its confidence is >= "
+               f"{ec.fixmatch_threshold:g}: the semi-supervised learner any generator must beat when a pool exists.",
+               ec.real_sampling, ec.augment, None, info, unlabeled=ed.unlabeled_x)
 
 
 def build_arms(cfg: Config, ed: EvalData) -> list[Arm]:

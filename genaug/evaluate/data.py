@@ -35,6 +35,8 @@ class EvalData:
     pool_x: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.uint8))  # confident pool images
     pool_y: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # their pseudo-labels
     pool: dict | None = None  # the pseudo-labeled pool's summary; None = no pool rows
+    unlabeled_x: torch.Tensor | None = None  # (P, C, H, W) uint8, every pool image (FixMatch's unlabeled stream)
+    unlabeled: dict | None = None  # the pool's source, size and content hash
     train_ids: list[str] = field(default_factory=list)  # ids of the real training images (train_x order)
     syn_source: list[str | None] = field(default_factory=list)  # per synthetic image: the real image it varies, if any
 
@@ -72,6 +74,9 @@ def _attach_pool(cfg: Config, ed: EvalData, data) -> None:
     pool" control. Their true labels, if any exist, are never read."""
     from genaug.pseudo import ensure_pool_labels
 
+    ed.unlabeled_x = torch.from_numpy(data.unlabeled.images).permute(0, 3, 1, 2).contiguous()
+    ed.unlabeled = {"source": data.unlabeled_info["source"], "n": len(ed.unlabeled_x),
+                    "ids_hash": content_hash(data.unlabeled.images, np.zeros(len(ed.unlabeled_x), dtype=np.int64))}
     pseudo = ensure_pool_labels(cfg, data)
     keep = pseudo.confident(cfg.pool.threshold)
     if not len(keep):

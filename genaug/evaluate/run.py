@@ -45,7 +45,8 @@ def parse_mix(text: str, candidates: tuple[float, ...]) -> tuple[list[float], bo
 # instead), that say which rows to run rather than how one row trains, or how many
 # processes train them.
 _NOT_IN_KEY = ("mix", "seeds", "auto_candidates", "real_sampling", "augment", "augment_candidates", "naive_augment",
-               "synthetic_dir", "oracle", "oracle_dir", "replace_prob", "workers")
+               "synthetic_dir", "oracle", "oracle_dir", "replace_prob", "workers", "fixmatch", "fixmatch_threshold",
+               "fixmatch_mu", "fixmatch_weight")  # the FixMatch settings key the FixMatch arm alone (its ids_hash)
 
 
 def arm_key(cfg: Config, arm: Arm) -> str:
@@ -284,6 +285,11 @@ def summarise(cfg: Config, ed: EvalData, rows: dict[tuple[str, float], dict[int,
                                           for o in oracle if o["mix"] in syn}}
     if "pool" in by_name:
         metrics["pool"] = _pool_summary(ed, rows, share_arm)
+    if "fixmatch" in by_name:
+        fm = rows[("fixmatch", 0.0)]
+        metrics["fixmatch"] = {**{k: v for k, v in by_name["fixmatch"].extra_info.items() if k != "ids_hash"},
+                               "settings": [_setting("fixmatch", 0.0, fm, strong)],
+                               "confident_share": [fm[s].get("pool_confident_share") for s in sorted(fm)]}
     if "replace" in by_name:
         metrics["replace"] = {**by_name["replace"].extra_info,
                               "settings": [_setting("replace", 0.0, rows[("replace", 0.0)], strong)]}
@@ -344,7 +350,7 @@ def budget_limited(metrics: dict) -> str | None:
     pool = metrics.get("pool") or {}
     for s in [*([metrics["baselines"]["naive"]] if metrics.get("baselines") else []), *metrics["settings"],
               *(metrics.get("oracle") or {}).get("settings", []), *pool.get("settings", []),
-              *pool.get("pool_synthetic", [])]:
+              *pool.get("pool_synthetic", []), *(metrics.get("fixmatch") or {}).get("settings", [])]:
         st = s.get("steps")
         if not st:
             continue
@@ -411,6 +417,8 @@ def results_table(metrics: dict) -> str:
     for title, key in (("+ pseudo-labeled pool", "settings"), ("+ pool + synthetic", "pool_synthetic")):
         for s in pool.get(key, []):
             lines.append(_row(title, s, fmt(s["gain_acc"], signed=True)))
+    for s in (metrics.get("fixmatch") or {}).get("settings", []):
+        lines.append(_row("+ pool (FixMatch)", s, fmt(s["gain_acc"], signed=True)))
     if base:
         lines.append(f"rebalancing + augmentation alone (strong - naive): {fmt(base['strong_over_naive']['acc'], signed=True)}")
     for r, c in ((oracle or {}).get("captured") or {}).items():

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +28,7 @@ from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 
 
-from genaug.classify.views import augment
+from genaug.classify.views import augment, fixmatch_views
 from genaug.config import Config, EvalConfig
 from genaug.evaluate.arms import Arm
 from genaug.evaluate.budget import Budget, Plateau, row_budget
@@ -141,6 +141,7 @@ class _Trainer:
     mixup: Mixup | None
     ema: ModelEmaV3 | None = None  # the weights that are validated, selected and tested when set
     ema_step: int = 1
+    confident: list = field(default_factory=list)  # FixMatch: per step, the share of pool images above the threshold
 
     @property
     def selected(self) -> torch.nn.Module:
@@ -168,14 +169,21 @@ def _trainer(ec: EvalConfig, ed: EvalData, budget: Budget) -> _Trainer:
     return _Trainer(model, spec, opt, sched, device, autocast, scaler, *_loss_and_mixup(ec, len(ed.classes)), ema)
 
 
-def _train_step(t: _Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """One optimisation step on uint8 images ``(B, C, H, W)`` (already augmented)."""
+def _train_step(t: _Trainer, x: torch.Tensor, y: torch.Tensor,
+                unlabeled: tuple[torch.Tensor, torch.Tensor, float, float] | None = None) -> torch.Tensor:
+    """One optimisation step on uint8 images ``(B, C, H, W)`` (already augmented). With
+    ``unlabeled`` = (weak views, strong views, threshold, weight) of pool images, FixMatch:
+    one forward pass over all three (as FixMatch's code does, so BatchNorm sees them
+    together), the weak views' confident predictions train the strong views."""
     x, y = t.spec(x.to(t.device)), y.to(t.device)
-    if t.mixup is not None:
+    if t.mixup is not None and unlabeled is None:
         x, y = t.mixup(x, y)
     t.model.train()
     with t.autocast():
-        loss = t.loss_fn(t.model(x), y)
+        if unlabeled is None:
+            loss = t.loss_fn(t.model(x), y)
+        else:
+            loss = _fixmatch_loss(t, x, y, *unlabeled)
     t.opt.zero_grad(set_to_none=True)
     t.scaler.scale(loss).backward()
     t.scaler.step(t.opt)
@@ -184,6 +192,20 @@ def _train_step(t: _Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         t.ema.update(t.model, step=t.ema_step)
         t.ema_step += 1
     return loss
+
+
+def _fixmatch_loss(t: _Trainer, x: torch.Tensor, y: torch.Tensor, weak: torch.Tensor, strong: torch.Tensor,
+                   threshold: float, weight: float) -> torch.Tensor:
+    """Labeled loss + weight x mean over the pool images of the masked cross-entropy of the
+    strong view against the weak view's hard pseudo-label (Sohn et al. 2020, eq. 4)."""
+    weak, strong = t.spec(weak.to(t.device)), t.spec(strong.to(t.device))
+    logits = t.model(torch.cat([x, weak, strong]))
+    lx, lw, ls = logits.split([len(x), len(weak), len(strong)])
+    conf, pseudo = torch.softmax(lw.detach().float(), dim=1).max(1)
+    mask = (conf >= threshold).float()  # (mu B,)
+    t.confident.append(mask.mean().detach())
+    loss_u = (torch.nn.functional.cross_entropy(ls.float(), pseudo, reduction="none") * mask).mean()
+    return t.loss_fn(lx, y) + weight * loss_u
 
 
 def _set_lr(t: _Trainer, budget: Budget, step: int, plateau: Plateau) -> None:
@@ -221,7 +243,7 @@ def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | N
     extra_x, extra_y = arm.extra or (ed.syn_x[:0], ed.syn_y[:0])
     budget = row_budget(ec, arm_images(arm, ed))
     torch.manual_seed(seed)
-    gens = [torch.Generator().manual_seed(seed * 7919 + k) for k in range(3)]  # real, synthetic, augmentation
+    gens = [torch.Generator().manual_seed(seed * 7919 + k) for k in range(4)]  # real, synthetic, augmentation, pool
     t, plateau = _trainer(ec, ed, budget), Plateau(budget)
     best = {"val_acc": -1.0, "step": 0, "state": None}
     seen, synthetic_seen, step = 0, 0, 0
@@ -232,7 +254,7 @@ def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | N
         x, y, used = _batch(ed, step, r, ec.batch_size, gens, pools, balanced=arm.sampling == "balanced", extra=extra_x,
                             replace=arm.replace)
         seen, synthetic_seen = seen + len(y), synthetic_seen + used
-        loss = _train_step(t, augment(x, arm.augment, gens[2]), y)
+        loss = _train_step(t, augment(x, arm.augment, gens[2]), y, _unlabeled_batch(ec, arm, gens[3]))
         fault_point("step")
         if (step + 1) % budget.eval_every and step + 1 != budget.cap:
             continue
@@ -251,8 +273,20 @@ def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | N
     row = {"mix": r, "seed": seed, "val_acc": best["val_acc"], "best_step": best["step"], "steps": step + 1,
            "cap": budget.cap, "lr_cuts": plateau.cuts, "synthetic_share_seen": round(synthetic_seen / max(1, seen), 4),
            **test_metrics(t.selected, t.spec, ed, t.device)}
+    if t.confident:
+        row["pool_confident_share"] = round(float(torch.stack(t.confident).mean()), 4)
     row["seconds"] = round(time.perf_counter() - t0, 2)
     return row
+
+
+def _unlabeled_batch(ec: EvalConfig, arm: Arm, g: torch.Generator) -> tuple | None:
+    """FixMatch's pool batch for one step (mu x batch images, weak and strong views), or
+    None for an arm without an unlabeled stream. Its own generator: the real, synthetic
+    and augmentation draws stay those of the other rows (paired)."""
+    if arm.unlabeled is None:
+        return None
+    u = arm.unlabeled[torch.randint(0, len(arm.unlabeled), (ec.fixmatch_mu * ec.batch_size,), generator=g)]
+    return (*fixmatch_views(u, arm.augment, g), ec.fixmatch_threshold, ec.fixmatch_weight)
 
 
 def test_metrics(model: torch.nn.Module, spec: InputSpec, ed: EvalData, device) -> dict:
