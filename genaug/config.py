@@ -66,6 +66,9 @@ class GanConfig(Section):
     fid_samples: int = Field(1000, ge=10)
     fid_extractor: Literal["judge", "inception"] = "judge"
     log_every: int = Field(50, ge=1)
+    best_cond_acc: float = Field(0.9, ge=0.0, le=1.0, description="best/ = the lowest-FID evaluation among those that "
+                                 "draw every class with at least this conditioning accuracy (the judge's, on the "
+                                 "evaluation samples); until one does, the lowest FID")
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
 
 
@@ -96,6 +99,9 @@ class DiffusionConfig(Section):
     sampler: Literal["ddim", "dpm++"] = "dpm++"
     sample_steps: int = Field(25, ge=1, le=1000)
     guidance_scale: float = Field(2.0, ge=0.0, le=50.0)
+    best_cond_acc: float = Field(0.9, ge=0.0, le=1.0, description="best/ = the lowest-FID evaluation among those that "
+                                 "draw every class with at least this conditioning accuracy (the judge's, on the "
+                                 "evaluation samples); until one does, the lowest FID")
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
 
 

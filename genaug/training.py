@@ -36,7 +36,7 @@ from genaug.io import (append_jsonl, atomic_write_bytes, atomic_write_json, atom
 _CKPT = re.compile(r"^step_(\d+)$")
 
 
-SCHEDULE_KEYS = {"steps", "eval_every", "checkpoint_every", "log_every", "fid_samples"}
+SCHEDULE_KEYS = {"steps", "eval_every", "checkpoint_every", "log_every", "fid_samples", "best_cond_acc"}
 
 
 def model_hash(cfg: Config, section: str) -> str:
@@ -76,6 +76,20 @@ class TrainState:
     def load_state_dict(self, state: dict) -> None:
         self.step, self.best_fid, self.best_step = int(state["step"]), float(state["best_fid"]), int(state["best_step"])
         self.extra = dict(state.get("extra", {}))
+
+    def take_if_better(self, fid: float, per_class: list[float | None], floor: float) -> bool:
+        """Whether an evaluation (FID, per-class conditioning accuracy) replaces best/, and
+        if so record it: the lowest FID among evaluations that draw every class with at
+        least ``floor`` conditioning accuracy; until one does, the lowest FID. FID alone
+        preferred a checkpoint drawing one rare digit at 0.73 over a later one drawing
+        all at 1.0 with FID 2.0 instead of 1.9."""
+        drawn = all(a is None or a >= floor for a in per_class)
+        was = self.extra.get("best_draws_every_class", False)
+        if (was and not drawn) or (drawn == was and fid >= self.best_fid):
+            return False
+        self.best_fid, self.best_step = fid, self.step
+        self.extra["best_draws_every_class"] = drawn
+        return True
 
 
 def make_accelerator(out_dir: Path, mixed_precision: str) -> Accelerator:

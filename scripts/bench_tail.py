@@ -1,7 +1,7 @@
 """Tail classes: can the generator draw every class of long-tailed data, and does it help there? (issue 28)
 
     python scripts/bench_tail.py [--data default fmnist_lt] [--variants gan:natural gan:balanced gan:gsr]
-                                 [--eval-kinds gan] [--seeds 3] [--set key=value] [--write BENCHMARKS.md]
+                                 [--eval-kinds gan] [--set key=value] [--table] [--write BENCHMARKS.md]
 
 One ``genaug pipeline`` per (data, variant), each in its own run under --runs-dir:
 
@@ -158,9 +158,10 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--set", action="append", help="extra section.key=value overrides for every run")
     ap.add_argument("--runs-dir", default="bench_runs/tail")
     ap.add_argument("--write", default=None, help="markdown file whose bench_tail section is replaced")
+    ap.add_argument("--table", action="store_true", help="run nothing: the table of what tail.json holds")
     args = ap.parse_args(argv)
     path, results = Path(args.runs_dir) / "tail.json", []
-    for data in args.data:
+    for data in [] if args.table else args.data:
         for variant in args.variants:
             t0 = time.perf_counter()
             run_dir = pipeline(args, data, variant, evaluate=variant.split(":")[0] in args.eval_kinds)

@@ -123,3 +123,21 @@ def test_eval_names_the_classes_without_synthetic_images():
     assert "covers 2 of 3 classes" in coverage_text(metrics) and "'b'" in coverage_text(metrics)
     metrics["synthetic"]["per_class"] = [1, 1, 1]
     assert coverage_text(metrics) is None
+
+
+def test_best_checkpoint_prefers_one_that_draws_every_class():
+    from genaug.training import TrainState
+
+    st = TrainState()
+    picks = []
+    for step, fid, accs in [(400, 8.0, [0.5, 0.1]), (800, 3.0, [0.9, 0.6]), (1200, 1.9, [1.0, 0.73]),
+                            (1600, 2.0, [1.0, 0.95]), (2000, 1.8, [1.0, 0.5]), (2400, 1.95, [0.92, 1.0])]:
+        st.step = step
+        picks.append(st.take_if_better(fid, accs, 0.9))
+    # lowest FID while no step draws every class; then only steps that do, by FID
+    assert picks == [True, True, True, True, False, True] and st.best_step == 2400
+    assert st.extra["best_draws_every_class"] is True
+    again = TrainState()
+    again.load_state_dict(st.state_dict())  # resumed runs keep the rule's state
+    again.step = 2800
+    assert not again.take_if_better(1.0, [0.2, 1.0], 0.9) and again.take_if_better(1.9, [1.0, 1.0], 0.9)

@@ -166,8 +166,7 @@ def _evaluate(cfg, data, parts, state, out: Path, real: torch.Tensor, unet, pool
     images = sample(unet, dict(parts.scheduler.config), labels, [EVAL_SEED + i for i in range(len(labels))],
                     sampler=dc.sampler, steps=dc.sample_steps, guidance_scale=dc.guidance_scale)
     row, metrics = score_samples(cfg, images, labels, real, step=state.step, out=out, pool=pool)
-    if metrics["fid"] < state.best_fid:
-        state.best_fid, state.best_step = metrics["fid"], state.step
+    if state.take_if_better(metrics["fid"], row["cond_acc_per_class"], cfg.diffusion.best_cond_acc):
         save_unet(unet, out / "best", _meta(cfg, data, parts, state, metrics))
     return row
 

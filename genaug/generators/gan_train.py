@@ -101,8 +101,7 @@ def _evaluate(cfg: Config, data: LabeledData, ema_G, state: TrainState, out: Pat
     images = generate(ema_G, labels, [EVAL_SEED + i for i in range(len(labels))], cfg.gan.z_dim)
     row, metrics = score_samples(cfg, images, labels, real, step=state.step, out=out, extractor=cfg.gan.fid_extractor,
                                  pool=pool)
-    if metrics["fid"] < state.best_fid:
-        state.best_fid, state.best_step = metrics["fid"], state.step
+    if state.take_if_better(metrics["fid"], row["cond_acc_per_class"], cfg.gan.best_cond_acc):
         save_generator(ema_G, out / "best", architecture="dcgan", meta=_meta(cfg, data, state, metrics))
     return row
 
