@@ -240,6 +240,10 @@ def _summary(doc: Doc, cfg: Config, metrics: dict | None) -> None:
         doc.p(f"The semi-supervised baseline: the strong row trained by FixMatch on the labeled split plus all {fm['n']} "
               f"pool images ({fm['source']}; threshold {fm['threshold']:g}, {fm['mu']} pool images per labeled one), no "
               f"generator: {_ci(s['gain_acc'], True)} over the strong baseline: {_verdict(s['gain_acc'])}.")
+        for r, over in (fm.get("synthetic_over_fixmatch") or {}).items():
+            doc.p(f"Does generating add anything once the unlabeled images are used well? The FixMatch learner with "
+                  f"synthetic images at share r = {float(r):g} of its labeled stream vs FixMatch alone (paired, DPT's "
+                  f"setting): {_ci(over, True)}: {_verdict(over)}.")
     if metrics.get("baselines"):
         rb = metrics["baselines"]["strong_over_naive"]["acc"]
         doc.p(f"What rebalancing + augmentation alone give (strong vs naive real-only, no generator involved): "

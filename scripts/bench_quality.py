@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 MIXES = (0.1, 0.3, 0.5)
 # what quality.json keeps of each run's metrics.json (the naive row, the oracle and the pool rows included)
 METRIC_KEYS = ("settings", "seeds", "real", "synthetic", "model", "steps", "batch_size", "baselines", "arms", "oracle",
-               "pool")
+               "pool", "fixmatch", "budget")
 CONFIG = "configs/bench_fmnist.yaml"
 
 
@@ -362,6 +362,13 @@ def oracle_cell(metrics: dict, mix: float) -> str:
     return f"{ci(o['gain_acc'], True)}; " + (f"{c['share']:.2f}" if c.get("share") is not None else "n/a")
 
 
+def _budget(metrics: dict) -> str:
+    """A row's training budget: the converged protocol's rule, or the old fixed step count."""
+    from genaug.evaluate.run import budget_text
+
+    return budget_text(metrics)
+
+
 def _pool_row(label: str, n, s: dict, extra: str = "") -> str:
     gain = ci(s["gain_acc"], True) if s.get("gain_acc") else "— (baseline)"
     return f"| {label} | {n} | {ci(s['test_acc'])} | {ci(s['test_f1'])} | {gain} | {extra} |"
@@ -379,7 +386,7 @@ def pool_table(pooled: list[dict], plain: list[dict]) -> list[str]:
         pool = m0.get("pool") or {}
         lines += [f"**K = {k} real images per class + unlabeled pool** ({m0['real']['train']} labeled training images; pool "
                   f"`{group[0]['pool']}`, {p0['n']:,} images (cap {group[0].get('pool_max') or 'none'}); classifier "
-                  f"{m0['model']}, {m0['steps']} steps x {m0['batch_size']}; test: official 10k)", "",
+                  f"{m0['model']}, {_budget(m0)}, batch {m0['batch_size']}; test: official 10k)", "",
                   f"- pseudo-labels (measured by the benchmark from the pool's true labels, which genaug never reads): "
                   f"judge val accuracy {p0['judge_val_accuracy']:.4f}; all {p0['n']:,} pool images {p0['accuracy']:.4f} "
                   f"correct; {p0['confident']:,} at confidence >= {p0['threshold']:g}, of which "
@@ -392,6 +399,12 @@ def pool_table(pooled: list[dict], plain: list[dict]) -> list[str]:
             lines.append(_pool_row(f"oracle (held-out real, true labels), mix {s['mix']:g}", m0["oracle"]["n"], s))
         for s in pool.get("settings", []):
             lines.append(_pool_row(f"+ pseudo-labeled pool (no generator), mix {s['mix']:g}", pool["n"], s))
+        fixmatch = m0.get("fixmatch") or {}
+        for s in fixmatch.get("settings", []):
+            share = [c for c in fixmatch.get("confident_share", []) if c is not None]
+            lines.append(_pool_row(f"+ pool by FixMatch (no generator; threshold {fixmatch['threshold']:g}, mu "
+                                   f"{fixmatch['mu']})", fixmatch["n"], s, "pool images above the threshold at the "
+                                   f"end: {sum(share) / len(share):.2f}" if share else ""))
         for r in [r for r in plain if r["k"] == k]:
             other = r["filtered"]["metrics"]["settings"]
             if json.dumps(other[0]["test_acc"], sort_keys=True) != json.dumps(base["test_acc"], sort_keys=True):
@@ -411,6 +424,11 @@ def pool_table(pooled: list[dict], plain: list[dict]) -> list[str]:
                 extra = f"on top of the pool alone: {ci(over[str(s['mix'])], True)}" if str(s["mix"]) in over else ""
                 lines.append(_pool_row(f"+ pool + {g} (pool-trained) synthetic, mix {s['mix']:g}",
                                        (m.get("pool") or {}).get("n", 0) + m["synthetic"]["n"], s, extra))
+            over = (m.get("fixmatch") or {}).get("synthetic_over_fixmatch") or {}
+            for s in (m.get("fixmatch") or {}).get("fixmatch_synthetic", []):
+                extra = f"on top of FixMatch alone: {ci(over[str(s['mix'])], True)}" if str(s["mix"]) in over else ""
+                lines.append(_pool_row(f"+ FixMatch + {g} (pool-trained) synthetic, mix {s['mix']:g}",
+                                       m["synthetic"]["n"], s, extra))
         lines.append("")
     if pooled:
         lines.append("Pool rows: one generator per K and kind trained on the K-shot split plus the unlabeled pool "

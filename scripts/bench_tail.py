@@ -98,6 +98,9 @@ def tail_gain(metrics: dict, arm: str, tail: list[int]) -> dict | None:
 def collect(args, data: str, variant: str, run_dir: Path, seconds: float) -> dict:
     gen = Path(args.runs_dir) / "gen_dataset" / run_dir.name
     fid = json.loads((gen / "fidelity.json").read_text())
+    stamps = run_dir / "pipeline.json"  # an evaluated run's own stage times: a pause of the benchmark between stages is not in them
+    if stamps.is_file():
+        seconds = sum(s.get("seconds", 0) for s in json.loads(stamps.read_text()).values())
     out = {"data": data, "variant": variant, "run": run_dir.name, "seconds": round(seconds),
            "cond_acc": {n: e.get("cond_acc") for n, e in fid["classes"].items()},
            "kept": {n: e["kept"] for n, e in fid["classes"].items()}, "per_class_target": fid["thresholds"]["per_class"],

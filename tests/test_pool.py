@@ -255,14 +255,19 @@ def test_eval_with_pool_has_pseudo_labeled_pool_and_pool_plus_synthetic_rows(tmp
     ok(genaug(tmp_path, "sample", sets=sets))
     proc = ok(genaug(tmp_path, "eval-classifier", sets=sets))
     for title in ("+ pseudo-labeled pool", "+ pool + synthetic", "synthetic on top of the pseudo-labeled pool",
-                  "+ pool (FixMatch)"):
+                  "+ pool (FixMatch)", "+ FixMatch + synthetic", "synthetic on top of FixMatch"):
         assert title in proc.stdout, proc.stdout
     m = json.loads((tmp_path / "runs/smoke/eval/metrics.json").read_text())
     pool = m["pool"]
-    assert set(m["arms"]) >= {"naive", "strong", "synthetic", "pool", "pool_synthetic", "fixmatch"}
+    assert set(m["arms"]) >= {"naive", "strong", "synthetic", "pool", "pool_synthetic", "fixmatch", "fixmatch_synthetic"}
     fm = m["fixmatch"]  # every pool image (not only the confident ones) is FixMatch's unlabeled stream
     assert fm["n"] == 300 and [s["mix"] for s in fm["settings"]] == [0.0] and "gain_acc" in fm["settings"][0]
     assert all(0.0 <= c <= 1.0 for c in fm["confident_share"]) and len(fm["confident_share"]) == len(m["seeds"])
+    assert [s["mix"] for s in fm["fixmatch_synthetic"]] == [0.5] and set(fm["synthetic_over_fixmatch"]) == {"0.5"}
+    by_seed = lambda arm: {r["seed"]: r["test_acc"] for r in m["per_seed"] if r["arm"] == arm}
+    fm_alone, fm_syn = by_seed("fixmatch"), by_seed("fixmatch_synthetic")  # the DPT gain is paired by seed
+    assert fm["synthetic_over_fixmatch"]["0.5"]["mean"] == pytest.approx(
+        np.mean([fm_syn[k] - fm_alone[k] for k in fm_alone]), abs=1e-6)
     assert [s["mix"] for s in pool["settings"]] == [0.5] and [s["mix"] for s in pool["pool_synthetic"]] == [0.5]
     assert pool["n"] <= pool["pool_size"] == 300 and "gain_acc" in pool["settings"][0]
     assert set(pool["synthetic_over_pool"]) == {"0.5"}

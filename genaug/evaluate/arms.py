@@ -18,6 +18,9 @@ what fills the extra slots at share r (SPEC §5).
 * ``fixmatch`` — with a pool: the strong baseline trained by FixMatch on the labeled
   split plus every pool image (its loss on the unlabeled stream is the only difference):
   the semi-supervised baseline a generator must beat.
+* ``fixmatch_synthetic`` — the FixMatch learner with a share r of its labeled stream
+  taken from the synthetic images (DPT's setting); its gain over ``fixmatch`` is the
+  answer when a pool exists.
 
 An arm is registered with :func:`register_arm`; its builder returns ``None`` when the
 arm does not apply (e.g. no held-out real images for an oracle).
@@ -152,6 +155,18 @@ def _fixmatch(cfg: Config, ed: EvalData) -> Arm | None:
                f"pseudo-label that trains their strong view (RandAugment + Cutout) when its confidence is >= "
                f"{ec.fixmatch_threshold:g}: the semi-supervised learner any generator must beat when a pool exists.",
                ec.real_sampling, ec.augment, None, info, unlabeled=ed.unlabeled_x)
+
+
+@register_arm("fixmatch_synthetic")
+def _fixmatch_synthetic(cfg: Config, ed: EvalData) -> Arm | None:
+    fixmatch, synthetic = _fixmatch(cfg, ed), _synthetic(cfg, ed)
+    if fixmatch is None or synthetic is None:
+        return None
+    info = {**ed.synthetic, "ids_hash": f"{fixmatch.extra_info['ids_hash']}+{ed.synthetic['ids_hash']}"}
+    return Arm("fixmatch_synthetic", "+ FixMatch + synthetic", "The FixMatch learner with a share r of its labeled "
+               "examples taken from the synthetic images (DPT's use of them): does generating add anything once the "
+               "unlabeled images are used well?", fixmatch.sampling, fixmatch.augment, synthetic.extra, info,
+               unlabeled=ed.unlabeled_x)
 
 
 def build_arms(cfg: Config, ed: EvalData) -> list[Arm]:

@@ -290,6 +290,12 @@ def summarise(cfg: Config, ed: EvalData, rows: dict[tuple[str, float], dict[int,
         metrics["fixmatch"] = {**{k: v for k, v in by_name["fixmatch"].extra_info.items() if k != "ids_hash"},
                                "settings": [_setting("fixmatch", 0.0, fm, strong)],
                                "confident_share": [fm[s].get("pool_confident_share") for s in sorted(fm)]}
+        both = share_arm("fixmatch_synthetic") if "fixmatch_synthetic" in by_name else []
+        metrics["fixmatch"]["fixmatch_synthetic"] = both
+        metrics["fixmatch"]["synthetic_over_fixmatch"] = {  # DPT's question, paired: FixMatch + synthetic vs FixMatch
+            str(s["mix"]): paired_gain({k: v["test_acc"] for k, v in fm.items()},
+                                       {k: v["test_acc"] for k, v in rows[("fixmatch_synthetic", s["mix"])].items()})
+            for s in both}
     if "replace" in by_name:
         metrics["replace"] = {**by_name["replace"].extra_info,
                               "settings": [_setting("replace", 0.0, rows[("replace", 0.0)], strong)]}
@@ -350,7 +356,8 @@ def budget_limited(metrics: dict) -> str | None:
     pool = metrics.get("pool") or {}
     for s in [*([metrics["baselines"]["naive"]] if metrics.get("baselines") else []), *metrics["settings"],
               *(metrics.get("oracle") or {}).get("settings", []), *pool.get("settings", []),
-              *pool.get("pool_synthetic", []), *(metrics.get("fixmatch") or {}).get("settings", [])]:
+              *pool.get("pool_synthetic", []), *(metrics.get("fixmatch") or {}).get("settings", []),
+              *(metrics.get("fixmatch") or {}).get("fixmatch_synthetic", [])]:
         st = s.get("steps")
         if not st:
             continue
@@ -417,8 +424,10 @@ def results_table(metrics: dict) -> str:
     for title, key in (("+ pseudo-labeled pool", "settings"), ("+ pool + synthetic", "pool_synthetic")):
         for s in pool.get(key, []):
             lines.append(_row(title, s, fmt(s["gain_acc"], signed=True)))
-    for s in (metrics.get("fixmatch") or {}).get("settings", []):
-        lines.append(_row("+ pool (FixMatch)", s, fmt(s["gain_acc"], signed=True)))
+    fixmatch = metrics.get("fixmatch") or {}
+    for title, key in (("+ pool (FixMatch)", "settings"), ("+ FixMatch + synthetic", "fixmatch_synthetic")):
+        for s in fixmatch.get(key, []):
+            lines.append(_row(title, s, fmt(s["gain_acc"], signed=True)))
     if base:
         lines.append(f"rebalancing + augmentation alone (strong - naive): {fmt(base['strong_over_naive']['acc'], signed=True)}")
     for r, c in ((oracle or {}).get("captured") or {}).items():
@@ -435,6 +444,9 @@ def results_table(metrics: dict) -> str:
     for r, g in (pool.get("synthetic_over_pool") or {}).items():
         lines.append(f"synthetic on top of the pseudo-labeled pool at r={float(r):g} (pool + synthetic - pool): "
                      f"{fmt(g, signed=True)}")
+    for r, g in (fixmatch.get("synthetic_over_fixmatch") or {}).items():
+        lines.append(f"synthetic on top of FixMatch at r={float(r):g} (FixMatch + synthetic - FixMatch; the answer "
+                     f"when a pool exists): {fmt(g, signed=True)}")
     if pool:
         lines.append(f"pool: {pool['n']} of {pool['pool_size']} images from {pool['source']} pseudo-labeled with "
                      f"confidence >= {pool['threshold']:g}")
