@@ -245,6 +245,11 @@ class EvalConfig(Section):
                                       "trains its strong view only at this confidence or above (the paper's tau)")
     fixmatch_mu: int = Field(7, ge=1, le=64, description="FixMatch: pool images per labeled image in each batch (mu)")
     fixmatch_weight: float = Field(1.0, ge=0.0, description="FixMatch: weight of the pool's loss (lambda_u)")
+    synthetic_labels: Literal["condition", "teacher"] = Field(
+        "condition", description="condition: synthetic images train with the class they were generated for; teacher: "
+        "also a '+ synthetic (teacher labels)' row, where each synthetic image trains with the judge's soft prediction "
+        "instead (knowledge distillation, He et al. 2023; with judge.self_training the judge has used the pool), and "
+        "the report says how often teacher and condition disagree")
     eval_every: int = Field(100, ge=1, description="val accuracy every N steps; the best-val weights are tested")
     patience: int = Field(5, ge=1, description="converged protocol: evaluations without val improvement that make a "
                           "plateau (cut the learning rate, or stop the row); a fixed eval.steps never stops early")

@@ -222,6 +222,13 @@ def _summary(doc: Doc, cfg: Config, metrics: dict | None) -> None:
             text += (f" The oracle (held-out real images in the same slots) gains {_ci(oracle[s['mix']]['gain_acc'], True)}; "
                      f"share of that possible gain the {what} capture: {share}.")
         doc.p(text)
+    teacher = metrics.get("teacher") or {}
+    for s in teacher.get("settings", []):
+        over = (teacher.get("over_condition") or {}).get(str(s["mix"]))
+        doc.p(f"Teacher labels (each synthetic image trained on the judge's soft prediction instead of the class it was "
+              f"generated for; the judge's top class disagrees with that class on {teacher['disagree']:.1%} of them): "
+              f"{_ci(s['gain_acc'], True)} over the strong baseline at r = {s['mix']:g}"
+              + (f"; vs conditioning labels (paired): {_ci(over, True)}: {_verdict(over)}." if over else "."))
     for s in (metrics.get("replace") or {}).get("settings", []):
         doc.p(f"DA-Fusion's protocol (each real image replaced with probability {metrics['replace']['p']:g} by one of its "
               f"own synthetic variants, no extra slots; {metrics['replace']['with_variants']} training images have "

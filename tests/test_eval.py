@@ -354,3 +354,49 @@ def test_fixmatch_loss_masks_unconfident_pool_images():
         assert t.confident[-1].item() == 0.0
         assert _fixmatch_loss(t, t.spec(x), y, weak, strong, 1e-6, 2.0).item() == pytest.approx(both.item(), rel=1e-5)
         assert t.confident[-1].item() == 1.0
+
+
+def test_teacher_targets_are_the_extra_images_rows_and_smoothed_classes_for_real_ones(tmp_path):
+    """eval.synthetic_labels=teacher: an extra slot's label is its teacher row; a real
+    example's is its class smoothed exactly as LabelSmoothingCrossEntropy does."""
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+    from genaug.evaluate.train import _batch, _by_class
+
+    cfg = small_cfg(tmp_path)
+    ed = load_eval_data(cfg, need_synthetic=False)
+    ed.syn_x = torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1).expand(20, ed.channels, ed.size, ed.size).contiguous()
+    ed.syn_y = torch.arange(20) % 10
+    soft = torch.softmax(torch.randn(20, 10, generator=torch.Generator().manual_seed(0)), dim=1)
+    pools = (_by_class(ed.syn_y, 10), _by_class(ed.train_y, 10))
+    gens = [torch.Generator().manual_seed(k) for k in range(3)]
+    x, y, used = _batch(ed, 0, 0.5, 16, gens, pools, targets=(soft, 0.1))
+    assert y.shape == (16, 10) and used == 8 and torch.allclose(y.sum(1), torch.ones(16))
+    real_x = x[:8]
+    for xi, yi in zip(x[8:], y[8:]):  # the extra images: their own teacher rows
+        assert torch.equal(yi, soft[int(xi[0, 0, 0])])
+    hard = _batch(ed, 0, 0.5, 16, [torch.Generator().manual_seed(k) for k in range(3)], pools)
+    assert torch.equal(hard[0][:8], real_x)  # same draws as without targets: the teacher row stays paired
+    logits = torch.randn(8, 10)
+    assert SoftTargetCrossEntropy()(logits, y[:8]).item() == pytest.approx(
+        LabelSmoothingCrossEntropy(0.1)(logits, hard[1][:8]).item(), rel=1e-5)
+
+
+def test_teacher_row_reports_disagreement_and_its_paired_gain_over_conditioning_labels(tmp_path):
+    cfg = small_cfg(tmp_path, "eval.mix=0.5", "eval.seeds=2", "eval.steps=10", "eval.eval_every=5",
+                    "eval.synthetic_labels=teacher", "judge.steps=20")
+    write_noise_dataset(cfg, per_class=5)
+    metrics = eval_run.evaluate(cfg)
+    t = metrics["teacher"]
+    assert {r["arm"] for r in metrics["per_seed"]} >= {"synthetic", "teacher"}
+    labels = torch.tensor([r["label"] for r in Store(cfg.gen_dir(), metrics["classes"]).read_rows() if r["kept"]])
+    assert 0.0 <= t["disagree"] <= 1.0 and t["model"] == "judge" and len(t["disagree_per_class"]) == 10
+    assert [s["mix"] for s in t["settings"]] == [0.5] and set(t["over_condition"]) == {"0.5"}
+    by_seed = lambda arm: {r["seed"]: r["test_acc"] for r in metrics["per_seed"] if r["arm"] == arm and r["mix"] == 0.5}
+    cond, teach = by_seed("synthetic"), by_seed("teacher")
+    assert t["over_condition"]["0.5"]["mean"] == pytest.approx(sum(teach[s] - cond[s] for s in cond) / len(cond), abs=1e-6)
+    table = eval_run.results_table(metrics)
+    assert "+ synthetic (teacher)" in table and "teacher labels vs conditioning labels" in table
+    assert len(labels) == 50
+    with pytest.raises(ConfigError, match="mixup"):
+        eval_run.evaluate(small_cfg(tmp_path, "eval.mix=0.5", "eval.synthetic_labels=teacher", "eval.mixup=0.2"))

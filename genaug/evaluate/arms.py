@@ -21,6 +21,8 @@ what fills the extra slots at share r (SPEC §5).
 * ``fixmatch_synthetic`` — the FixMatch learner with a share r of its labeled stream
   taken from the synthetic images (DPT's setting); its gain over ``fixmatch`` is the
   answer when a pool exists.
+* ``teacher`` — with ``eval.synthetic_labels: teacher``: the + synthetic row with the
+  judge's soft predictions as the synthetic images' labels (knowledge distillation).
 
 An arm is registered with :func:`register_arm`; its builder returns ``None`` when the
 arm does not apply (e.g. no held-out real images for an oracle).
@@ -34,6 +36,7 @@ from typing import Callable
 import torch
 
 from genaug.config import Config
+from genaug.errors import ConfigError
 from genaug.evaluate.data import EvalData
 
 
@@ -49,6 +52,7 @@ class Arm:
     extra_split: int | None = None  # extra = two sources, [0, split) and [split, M): each slot picks one evenly
     replace: tuple[float, list[torch.Tensor]] | None = None  # (p, per real image the indices of its variants in syn_x)
     unlabeled: torch.Tensor | None = None  # (P, C, H, W) uint8: an unlabeled stream the arm's loss learns from (FixMatch)
+    targets: torch.Tensor | None = None  # (M, K) float: soft labels of the extra images instead of their classes
 
     @property
     def shares(self) -> bool:
@@ -167,6 +171,20 @@ def _fixmatch_synthetic(cfg: Config, ed: EvalData) -> Arm | None:
                "examples taken from the synthetic images (DPT's use of them): does generating add anything once the "
                "unlabeled images are used well?", fixmatch.sampling, fixmatch.augment, synthetic.extra, info,
                unlabeled=ed.unlabeled_x)
+
+
+@register_arm("teacher")
+def _teacher(cfg: Config, ed: EvalData) -> Arm | None:
+    if ed.syn_teacher is None or not len(ed.syn_x):
+        return None
+    if cfg.eval.mixup > 0 or cfg.eval.cutmix > 0:
+        raise ConfigError("eval.synthetic_labels=teacher does not combine with eval.mixup / eval.cutmix (both rewrite "
+                          "the labels); set one of them to its default")
+    t = ed.teacher
+    return Arm("teacher", "+ synthetic (teacher labels)", f"The + synthetic row with each synthetic image trained on "
+               f"the judge's soft prediction instead of its conditioning label (knowledge distillation); the judge "
+               f"disagrees with the condition on {t['disagree']:.1%} of them.", cfg.eval.real_sampling,
+               cfg.eval.augment, (ed.syn_x, ed.syn_y), {**ed.synthetic, **t}, targets=ed.syn_teacher)
 
 
 def build_arms(cfg: Config, ed: EvalData) -> list[Arm]:

@@ -46,7 +46,7 @@ def parse_mix(text: str, candidates: tuple[float, ...]) -> tuple[list[float], bo
 # processes train them.
 _NOT_IN_KEY = ("mix", "seeds", "auto_candidates", "real_sampling", "augment", "augment_candidates", "naive_augment",
                "synthetic_dir", "oracle", "oracle_dir", "replace_prob", "workers", "fixmatch", "fixmatch_threshold",
-               "fixmatch_mu", "fixmatch_weight")  # the FixMatch settings key the FixMatch arm alone (its ids_hash)
+               "fixmatch_mu", "fixmatch_weight", "synthetic_labels")  # these key the FixMatch / teacher arms alone
 
 
 def arm_key(cfg: Config, arm: Arm) -> str:
@@ -296,6 +296,13 @@ def summarise(cfg: Config, ed: EvalData, rows: dict[tuple[str, float], dict[int,
             str(s["mix"]): paired_gain({k: v["test_acc"] for k, v in fm.items()},
                                        {k: v["test_acc"] for k, v in rows[("fixmatch_synthetic", s["mix"])].items()})
             for s in both}
+    if "teacher" in by_name:
+        teacher = share_arm("teacher")
+        metrics["teacher"] = {**{k: v for k, v in ed.teacher.items() if k != "ids_hash"}, "settings": teacher,
+                              "over_condition": {  # paired: teacher labels vs conditioning labels at the same r
+                                  str(s["mix"]): paired_gain({k: v["test_acc"] for k, v in rows[("synthetic", s["mix"])].items()},
+                                                             {k: v["test_acc"] for k, v in rows[("teacher", s["mix"])].items()})
+                                  for s in teacher if ("synthetic", s["mix"]) in rows}}
     if "replace" in by_name:
         metrics["replace"] = {**by_name["replace"].extra_info,
                               "settings": [_setting("replace", 0.0, rows[("replace", 0.0)], strong)]}
@@ -357,7 +364,7 @@ def budget_limited(metrics: dict) -> str | None:
     for s in [*([metrics["baselines"]["naive"]] if metrics.get("baselines") else []), *metrics["settings"],
               *(metrics.get("oracle") or {}).get("settings", []), *pool.get("settings", []),
               *pool.get("pool_synthetic", []), *(metrics.get("fixmatch") or {}).get("settings", []),
-              *(metrics.get("fixmatch") or {}).get("fixmatch_synthetic", [])]:
+              *(metrics.get("fixmatch") or {}).get("fixmatch_synthetic", []), *(metrics.get("teacher") or {}).get("settings", [])]:
         st = s.get("steps")
         if not st:
             continue
@@ -418,6 +425,8 @@ def results_table(metrics: dict) -> str:
     oracle = metrics.get("oracle")
     for s in (oracle or {}).get("settings", []):
         lines.append(_row("oracle (held-out real)", s, fmt(s["gain_acc"], signed=True)))
+    for s in (metrics.get("teacher") or {}).get("settings", []):
+        lines.append(_row("+ synthetic (teacher)", s, fmt(s["gain_acc"], signed=True)))
     for s in (metrics.get("replace") or {}).get("settings", []):
         lines.append(_row(f"+ synthetic (replace p={metrics['replace']['p']:g})", s, fmt(s["gain_acc"], signed=True)))
     pool = metrics.get("pool") or {}
@@ -444,6 +453,10 @@ def results_table(metrics: dict) -> str:
     for r, g in (pool.get("synthetic_over_pool") or {}).items():
         lines.append(f"synthetic on top of the pseudo-labeled pool at r={float(r):g} (pool + synthetic - pool): "
                      f"{fmt(g, signed=True)}")
+    teacher = metrics.get("teacher") or {}
+    for r, g in (teacher.get("over_condition") or {}).items():
+        lines.append(f"teacher labels vs conditioning labels at r={float(r):g} (the judge disagrees with the condition on "
+                     f"{teacher['disagree']:.1%} of the synthetic images): {fmt(g, signed=True)}")
     for r, g in (fixmatch.get("synthetic_over_fixmatch") or {}).items():
         lines.append(f"synthetic on top of FixMatch at r={float(r):g} (FixMatch + synthetic - FixMatch; the answer "
                      f"when a pool exists): {fmt(g, signed=True)}")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from accelerate import PartialState
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
@@ -69,7 +70,8 @@ def _by_class(labels: torch.Tensor, k: int, split: int | None = None) -> list:
 def _batch(ed: EvalData, step: int, r: float, b: int, gens: list[torch.Generator],
            pools: tuple[list, list[torch.Tensor]], balanced: bool = False,
            extra: torch.Tensor | None = None,
-           replace: tuple[float, list[torch.Tensor]] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+           replace: tuple[float, list[torch.Tensor]] | None = None,
+           targets: tuple[torch.Tensor, float] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Batch at ``step``: ``b - n`` real examples (uniform over images, or with
     ``balanced`` over classes first), then ``n`` extra slots, each for a uniformly
     drawn class (so extra data never unbalances the classes), filled from ``extra``
@@ -78,7 +80,9 @@ def _batch(ed: EvalData, step: int, r: float, b: int, gens: list[torch.Generator
     sources that have images of its class evenly). A class without extra images (not
     augmented) fills its slot with one of its real images. With ``replace`` (p, the
     synthetic variants of each real image), each real example is swapped with
-    probability p for one of its own variants (DA-Fusion).
+    probability p for one of its own variants (DA-Fusion). With ``targets`` = (soft
+    labels of the extra images (M, K), label smoothing), the labels are soft (B, K): an
+    extra image's own row, a real image's class smoothed as the other rows' loss does.
     Returns (images, labels, extra images used)."""
     extra = ed.syn_x if extra is None else extra
     n_syn = synthetic_count(step, r, b) if len(extra) else 0
@@ -106,8 +110,12 @@ def _batch(ed: EvalData, step: int, r: float, b: int, gens: list[torch.Generator
         pool, source = (options, extra) if len(options) else (real_pool[c], ed.train_x)
         i = pool[min(int(u * len(pool)), len(pool) - 1)]
         xs.append(source[i : i + 1])
-        ys.append(torch.tensor([c]))
+        ys.append(targets[0][i : i + 1] if targets is not None and source is extra else torch.tensor([c]))
         used += source is extra
+    if targets is not None:
+        k, eps = targets[0].shape[1], targets[1]
+        soft = lambda y: y if y.is_floating_point() else F.one_hot(y, k).float() * (1 - eps) + eps / k
+        return torch.cat(xs), torch.cat([soft(y) for y in ys]), used
     return torch.cat(xs), torch.cat(ys), used
 
 
@@ -181,7 +189,7 @@ def _train_step(t: _Trainer, x: torch.Tensor, y: torch.Tensor,
     t.model.train()
     with t.autocast():
         if unlabeled is None:
-            loss = t.loss_fn(t.model(x), y)
+            loss = _supervised_loss(t, t.model(x), y)
         else:
             loss = _fixmatch_loss(t, x, y, *unlabeled)
     t.opt.zero_grad(set_to_none=True)
@@ -205,7 +213,15 @@ def _fixmatch_loss(t: _Trainer, x: torch.Tensor, y: torch.Tensor, weak: torch.Te
     mask = (conf >= threshold).float()  # (mu B,)
     t.confident.append(mask.mean().detach())
     loss_u = (torch.nn.functional.cross_entropy(ls.float(), pseudo, reduction="none") * mask).mean()
-    return t.loss_fn(lx, y) + weight * loss_u
+    return _supervised_loss(t, lx, y) + weight * loss_u
+
+
+def _supervised_loss(t: _Trainer, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The run's loss on class labels, or cross-entropy against soft labels (B, K)."""
+    return _SOFT(logits, y) if y.is_floating_point() and y.dim() == 2 and t.mixup is None else t.loss_fn(logits, y)
+
+
+_SOFT = SoftTargetCrossEntropy()
 
 
 def _set_lr(t: _Trainer, budget: Budget, step: int, plateau: Plateau) -> None:
@@ -252,7 +268,7 @@ def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | N
     for step in bar:
         _set_lr(t, budget, step, plateau)
         x, y, used = _batch(ed, step, r, ec.batch_size, gens, pools, balanced=arm.sampling == "balanced", extra=extra_x,
-                            replace=arm.replace)
+                            replace=arm.replace, targets=None if arm.targets is None else (arm.targets, ec.label_smoothing))
         seen, synthetic_seen = seen + len(y), synthetic_seen + used
         loss = _train_step(t, augment(x, arm.augment, gens[2]), y, _unlabeled_batch(ec, arm, gens[3]))
         fault_point("step")
