@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 MIXES = (0.1, 0.3, 0.5)
 # what quality.json keeps of each run's metrics.json (the naive row, the oracle and the pool rows included)
 METRIC_KEYS = ("settings", "seeds", "real", "synthetic", "model", "steps", "batch_size", "baselines", "arms", "oracle",
-               "pool", "fixmatch", "budget")
+               "pool", "fixmatch", "teacher", "budget")
 CONFIG = "configs/bench_fmnist.yaml"
 
 
@@ -424,6 +424,13 @@ def pool_table(pooled: list[dict], plain: list[dict]) -> list[str]:
                 extra = f"on top of the pool alone: {ci(over[str(s['mix'])], True)}" if str(s["mix"]) in over else ""
                 lines.append(_pool_row(f"+ pool + {g} (pool-trained) synthetic, mix {s['mix']:g}",
                                        (m.get("pool") or {}).get("n", 0) + m["synthetic"]["n"], s, extra))
+            teacher = m.get("teacher") or {}
+            for s in teacher.get("settings", []):
+                over = (teacher.get("over_condition") or {}).get(str(s["mix"]))
+                lines.append(_pool_row(f"+ {g} (pool-trained) synthetic, teacher labels (judge), mix {s['mix']:g}",
+                                       m["synthetic"]["n"], s, f"judge disagrees with the condition on "
+                                       f"{teacher['disagree']:.1%}" + (f"; vs conditioning labels: {ci(over, True)}"
+                                                                       if over else "")))
             over = (m.get("fixmatch") or {}).get("synthetic_over_fixmatch") or {}
             for s in (m.get("fixmatch") or {}).get("fixmatch_synthetic", []):
                 extra = f"on top of FixMatch alone: {ci(over[str(s['mix'])], True)}" if str(s["mix"]) in over else ""
