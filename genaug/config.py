@@ -129,6 +129,12 @@ class PoolConfig(Section):
                              "below it, it trains the diffusion model as the null class and the GAN not at all")
     share: float = Field(0.5, ge=0.0, lt=1.0, description="share of each generator batch drawn from the pool")
     weight: float = Field(1.0, ge=0.0, description="diffusion loss weight of a pool image (labeled images: 1)")
+    labeler: Literal["judge", "fixmatch"] = Field(
+        "judge", description="who pseudo-labels the pool for the generators and the pool rows: the judge (trained on the "
+        "labeled split, plus judge.self_training rounds), or fixmatch = DPT's loop: the evaluation's FixMatch learner "
+        "(eval.model trained on labeled + pool by FixMatch, converged on val, seed = seed), trained in the train stage "
+        "before the generator; it is then also the teacher of eval.synthetic_labels=teacher. Set pool.threshold to "
+        "its confidence threshold (eval.fixmatch_threshold, 0.95) to use DPT's")
 
 
 class Img2ImgConfig(Section):

@@ -28,7 +28,8 @@ SAMPLER_SECTION = {"diffusion": "diffusion", "img2img": "img2img"}  # config sec
 
 def stage_hashes(cfg: Config) -> dict[str, str]:
     kind = cfg.sample.generator
-    train = config_hash(cfg, "data", kind, "seed", "judge", *(("pool",) if cfg.data.unlabeled else ()))
+    pool = (("pool",) + (("eval",) if cfg.pool.labeler == "fixmatch" else ())) if cfg.data.unlabeled else ()
+    train = config_hash(cfg, "data", kind, "seed", "judge", *pool)  # fixmatch: the evaluation's learner labels the pool
     sampler = getattr(cfg, SAMPLER_SECTION[kind]).model_dump(mode="json") if kind in SAMPLER_SECTION else {}
     sample = stable_hash({"train": train, "sample": cfg.sample.model_dump(mode="json"), "sampler": sampler,
                           "gen_dir": cfg.paths.gen_dir})

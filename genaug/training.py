@@ -322,6 +322,7 @@ def generator_set(cfg: Config, data, *, null: int | None, balance: str = "natura
 
 
 def _generator_set(cfg: Config, data, *, null: int | None) -> GeneratorSet:
+    import genaug.evaluate.learner  # noqa: F401  registers pool.labeler=fixmatch (DPT's loop)
     from genaug.pseudo import ensure_pool_labels
 
     train = data.splits["train"]

@@ -308,3 +308,43 @@ def test_changed_folder_pool_under_the_same_path_is_relabeled(tmp_path):
     data = load_data(cfg.data)
     second = ensure_pool_labels(cfg, data)  # same config, same judge key, other files: labels follow the files
     assert second.ids == data.unlabeled.ids != first.ids
+
+
+# --- DPT's loop: the FixMatch learner labels the pool and teaches --------------------------------
+
+def test_fixmatch_learner_labels_the_pool_and_is_the_teacher(tmp_path):
+    """pool.labeler=fixmatch: the evaluation's FixMatch row (same trainer, seed = seed)
+    is trained once, its argmax / max probability are pool_labels.jsonl, and with
+    eval.synthetic_labels=teacher it gives the synthetic images' soft labels."""
+    from genaug.evaluate.data import EvalData
+    from genaug.evaluate.learner import attach_teacher, ensure_learner, learner_config, learner_dir
+    from genaug.evaluate.train import predict_proba
+    from genaug.pseudo import ensure_pool_labels
+
+    cfg = cfg_for(tmp_path, "pool.labeler=fixmatch", "eval.model=resnet_small28", "eval.steps=12", "eval.eval_every=6",
+                  "eval.batch_size=8", "eval.fixmatch_mu=2", "eval.fixmatch_threshold=0.2", "eval.ema=false",
+                  "eval.synthetic_labels=teacher")
+    data = load_data(cfg.data)
+    labels = ensure_pool_labels(cfg, data)
+    meta = json.loads((tmp_path / "runs/smoke/judge/pool_labels.json").read_text())
+    learner = json.loads((learner_dir(cfg) / "learner.json").read_text())
+    assert meta["labeler"]["labeler"] == "FixMatch learner" and meta["key"] == learner["key"]
+    assert learner["augment"] == cfg.eval.augment != "auto" and learner["steps"] == 12 and 0 <= learner["pool_confident_share"] <= 1
+    model, spec, _ = ensure_learner(cfg, data)  # loaded, not retrained
+    probs = predict_proba(model, spec, torch.from_numpy(data.unlabeled.images).permute(0, 3, 1, 2), torch.device("cpu"))
+    assert (labels.labels == probs.argmax(1).numpy()).all()
+    assert np.allclose(labels.confidence, probs.max(1).values.numpy(), atol=1e-5)
+    mtime = (learner_dir(cfg) / "model.safetensors").stat().st_mtime_ns
+    assert ensure_pool_labels(cfg, data).ids == labels.ids  # fresh: neither relabeled nor retrained
+    assert (learner_dir(cfg) / "model.safetensors").stat().st_mtime_ns == mtime
+    x = torch.from_numpy(data.splits["train"].images[:6]).permute(0, 3, 1, 2).contiguous()
+    ed = EvalData(data.classes, data.channels, data.image_size, x, torch.zeros(6, dtype=torch.long), x, x, None, x,
+                  torch.tensor([0, 1, 2, 3, 4, 5]), {"ids_hash": "x"})
+    attach_teacher(cfg, ed)
+    assert ed.teacher["model"] == "FixMatch learner" and torch.allclose(ed.syn_teacher, predict_proba(model, spec, x, "cpu"))
+    other = cfg_for(tmp_path, "pool.labeler=fixmatch", "eval.model=resnet_small28", "eval.steps=12", "eval.eval_every=6",
+                    "eval.batch_size=8", "eval.fixmatch_mu=2", "eval.fixmatch_threshold=0.2", "eval.ema=false",
+                    "eval.mix=0.3", "eval.seeds=5")  # row choices: the same learner
+    assert json.loads((tmp_path / "runs/smoke/judge/pool_labels.json").read_text())["key"] == \
+        ensure_learner(other, data)[2]["key"]
+    assert learner_config(cfg_for(tmp_path, "eval.augment=auto")).eval.augment == "shift"  # chosen on val only later

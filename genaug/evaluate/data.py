@@ -67,28 +67,7 @@ def load_eval_data(cfg: Config, *, need_synthetic: bool) -> EvalData:
         _attach_oracle(cfg, ed, data)
     if need_synthetic and data.unlabeled is not None:
         _attach_pool(cfg, ed, data)
-    if need_synthetic and cfg.eval.synthetic_labels == "teacher":
-        _attach_teacher(cfg, ed, data)
     return ed
-
-
-def _attach_teacher(cfg: Config, ed: EvalData, data) -> None:
-    """The judge's class probabilities of every synthetic image: the soft labels of the
-    teacher row. The judge is the strongest classifier genaug has before the evaluation
-    (trained on the labeled split, plus its FixMatch rounds on the pool with
-    ``judge.self_training``)."""
-    from genaug.judge import ensure_judge, load_judge, predict
-
-    judge_dir = ensure_judge(cfg, data)
-    model, meta = load_judge(judge_dir)
-    probs = torch.from_numpy(predict(model, ed.syn_x, meta["in_chans"])).float()
-    disagree = probs.argmax(1) != ed.syn_y
-    ed.syn_teacher = probs
-    ed.teacher = {"model": "judge", "judge": meta["model"], "judge_val_accuracy": meta.get("val_accuracy"),
-                  "disagree": round(float(disagree.float().mean()), 4),
-                  "disagree_per_class": [round(float(disagree[ed.syn_y == c].float().mean()), 4)
-                                         if (ed.syn_y == c).any() else None for c in range(len(ed.classes))],
-                  "ids_hash": stable_hash({"synthetic": ed.synthetic.get("ids_hash"), "judge": meta.get("key")})}
 
 
 def _attach_pool(cfg: Config, ed: EvalData, data) -> None:

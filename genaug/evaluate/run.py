@@ -20,6 +20,7 @@ from genaug.errors import ConfigError
 from genaug.evaluate.arms import ARMS, Arm, build_arms
 from genaug.evaluate.budget import row_budget
 from genaug.evaluate.data import EvalData, load_eval_data
+from genaug.evaluate.learner import attach_teacher  # also registers pool.labeler=fixmatch
 from genaug.evaluate.stats import fmt, paired_gain, t_interval
 from genaug.evaluate.train import arm_images, train_once
 from genaug.evaluate.workers import Task, resolve_workers, run_in_workers
@@ -131,6 +132,8 @@ def evaluate(cfg: Config) -> dict:
     state = PartialState()
     mixes, auto = parse_mix(cfg.eval.mix, cfg.eval.auto_candidates)
     ed = load_eval_data(cfg, need_synthetic=any(r > 0 for r in mixes) or cfg.eval.replace_prob is not None)
+    if cfg.eval.synthetic_labels == "teacher" and len(ed.syn_x):
+        attach_teacher(cfg, ed)
     out = cfg.run_dir() / "eval"
     seeds = [cfg.seed + i for i in range(cfg.eval.seeds)]
     if state.is_main_process:

@@ -61,6 +61,14 @@ def predict(model: torch.nn.Module, spec: InputSpec, x: torch.Tensor, device, ba
                       for i in range(0, len(x), batch_size)])
 
 
+@torch.no_grad()
+def predict_proba(model: torch.nn.Module, spec: InputSpec, x: torch.Tensor, device, batch_size: int = 256) -> torch.Tensor:
+    """Class probabilities (N, K) of uint8 images (N, C, H, W)."""
+    model.eval()
+    return torch.cat([torch.softmax(model(spec(x[i : i + batch_size].to(device))).float(), dim=1).cpu()
+                      for i in range(0, len(x), batch_size)])
+
+
 def _by_class(labels: torch.Tensor, k: int, split: int | None = None) -> list:
     """Indices of each class; with ``split``, per class a pair (indices below it, at or above it)."""
     index = [torch.nonzero(labels == c).flatten() for c in range(k)]
