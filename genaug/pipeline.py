@@ -28,8 +28,11 @@ SAMPLER_SECTION = {"diffusion": "diffusion", "img2img": "img2img"}  # config sec
 
 def stage_hashes(cfg: Config) -> dict[str, str]:
     kind = cfg.sample.generator
-    pool = (("pool",) + (("eval",) if cfg.pool.labeler == "fixmatch" else ())) if cfg.data.unlabeled else ()
-    train = config_hash(cfg, "data", kind, "seed", "judge", *pool)  # fixmatch: the evaluation's learner labels the pool
+    train = config_hash(cfg, "data", kind, "seed", "judge", *(("pool",) if cfg.data.unlabeled else ()))
+    if cfg.data.unlabeled and cfg.pool.labeler == "fixmatch":  # the evaluation's learner labels the pool
+        from genaug.evaluate.learner import learner_key
+
+        train = stable_hash({"train": train, "learner": learner_key(cfg)})  # row choices (eval.mix, ...) do not count
     sampler = getattr(cfg, SAMPLER_SECTION[kind]).model_dump(mode="json") if kind in SAMPLER_SECTION else {}
     sample = stable_hash({"train": train, "sample": cfg.sample.model_dump(mode="json"), "sampler": sampler,
                           "gen_dir": cfg.paths.gen_dir})

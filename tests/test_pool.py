@@ -348,3 +348,11 @@ def test_fixmatch_learner_labels_the_pool_and_is_the_teacher(tmp_path):
     assert json.loads((tmp_path / "runs/smoke/judge/pool_labels.json").read_text())["key"] == \
         ensure_learner(other, data)[2]["key"]
     assert learner_config(cfg_for(tmp_path, "eval.augment=auto")).eval.augment == "shift"  # chosen on val only later
+
+
+def test_fixmatch_labeler_ties_the_train_stage_to_the_learner_not_to_row_choices(tmp_path):
+    from genaug.pipeline import stage_hashes
+
+    train = lambda *extra: stage_hashes(cfg_for(tmp_path, "pool.labeler=fixmatch", *extra))["train"]
+    assert train() == train("eval.mix=0.3", "eval.seeds=5")  # which rows run: not the learner
+    assert train() != train("eval.fixmatch_threshold=0.9") != stage_hashes(cfg_for(tmp_path))["train"]
