@@ -253,8 +253,8 @@ class EvalConfig(Section):
     fixmatch_weight: float = Field(1.0, ge=0.0, description="FixMatch: weight of the pool's loss (lambda_u)")
     synthetic_labels: Literal["condition", "teacher"] = Field(
         "condition", description="condition: synthetic images train with the class they were generated for; teacher: "
-        "also a '+ synthetic (teacher labels)' row, where each synthetic image trains with the judge's soft prediction "
-        "instead (knowledge distillation, He et al. 2023; with judge.self_training the judge has used the pool), and "
+        "also a '+ synthetic (teacher labels)' row, where each synthetic image trains with the teacher's soft prediction "
+        "instead (knowledge distillation, He et al. 2023): the judge, or the FixMatch learner with pool.labeler=fixmatch; "
         "the report says how often teacher and condition disagree")
     eval_every: int = Field(100, ge=1, description="val accuracy every N steps; the best-val weights are tested")
     patience: int = Field(5, ge=1, description="converged protocol: evaluations without val improvement that make a "

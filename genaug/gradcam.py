@@ -14,12 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 
 from genaug.config import Config
-from genaug.evaluate.classifier import apply_strategy, create_classifier
+from genaug.evaluate.classifier import load_classifier
 from genaug.evaluate.train import predict
-from genaug.io import load_tensors
 
 MAX_ROWS = 6
 
@@ -34,13 +32,7 @@ def available() -> str | None:
 
 
 def _load(cfg: Config, path: Path, key: str, num_classes: int, channels: int, size: int):
-    with safe_open(str(path), "pt") as f:
-        if (f.metadata() or {}).get("key") != key:
-            return None  # weights of another evaluation setting
-    model, spec = create_classifier(cfg.eval, num_classes=num_classes, channels=channels, data_size=size)
-    model = apply_strategy(model, cfg.eval)
-    model.load_state_dict(load_tensors(path))
-    return model.eval(), spec
+    return load_classifier(cfg.eval, path, key, num_classes=num_classes, channels=channels, size=size)
 
 
 def target_layer(model: torch.nn.Module, spec) -> torch.nn.Module | None:

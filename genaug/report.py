@@ -225,8 +225,8 @@ def _summary(doc: Doc, cfg: Config, metrics: dict | None) -> None:
     teacher = metrics.get("teacher") or {}
     for s in teacher.get("settings", []):
         over = (teacher.get("over_condition") or {}).get(str(s["mix"]))
-        doc.p(f"Teacher labels (each synthetic image trained on the judge's soft prediction instead of the class it was "
-              f"generated for; the judge's top class disagrees with that class on {teacher['disagree']:.1%} of them): "
+        doc.p(f"Teacher labels (each synthetic image trained on the {teacher['model']}'s soft prediction instead of the "
+              f"class it was generated for; its top class disagrees with that class on {teacher['disagree']:.1%} of them): "
               f"{_ci(s['gain_acc'], True)} over the strong baseline at r = {s['mix']:g}"
               + (f"; vs conditioning labels (paired): {_ci(over, True)}: {_verdict(over)}." if over else "."))
     for s in (metrics.get("replace") or {}).get("settings", []):

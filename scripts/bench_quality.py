@@ -427,8 +427,8 @@ def pool_table(pooled: list[dict], plain: list[dict]) -> list[str]:
             teacher = m.get("teacher") or {}
             for s in teacher.get("settings", []):
                 over = (teacher.get("over_condition") or {}).get(str(s["mix"]))
-                lines.append(_pool_row(f"+ {g} (pool-trained) synthetic, teacher labels (judge), mix {s['mix']:g}",
-                                       m["synthetic"]["n"], s, f"judge disagrees with the condition on "
+                lines.append(_pool_row(f"+ {g} (pool-trained) synthetic, teacher labels ({teacher['model']}), mix "
+                                       f"{s['mix']:g}", m["synthetic"]["n"], s, f"teacher disagrees with the condition on "
                                        f"{teacher['disagree']:.1%}" + (f"; vs conditioning labels: {ci(over, True)}"
                                                                        if over else "")))
             over = (m.get("fixmatch") or {}).get("synthetic_over_fixmatch") or {}

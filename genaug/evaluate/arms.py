@@ -22,7 +22,8 @@ what fills the extra slots at share r (SPEC §5).
   taken from the synthetic images (DPT's setting); its gain over ``fixmatch`` is the
   answer when a pool exists.
 * ``teacher`` — with ``eval.synthetic_labels: teacher``: the + synthetic row with the
-  judge's soft predictions as the synthetic images' labels (knowledge distillation).
+  teacher's soft predictions (the judge's, or the FixMatch learner's with
+  ``pool.labeler: fixmatch``) as the synthetic images' labels (knowledge distillation).
 
 An arm is registered with :func:`register_arm`; its builder returns ``None`` when the
 arm does not apply (e.g. no held-out real images for an oracle).
@@ -182,8 +183,8 @@ def _teacher(cfg: Config, ed: EvalData) -> Arm | None:
                           "the labels); set one of them to its default")
     t = ed.teacher
     return Arm("teacher", "+ synthetic (teacher labels)", f"The + synthetic row with each synthetic image trained on "
-               f"the judge's soft prediction instead of its conditioning label (knowledge distillation); the judge "
-               f"disagrees with the condition on {t['disagree']:.1%} of them.", cfg.eval.real_sampling,
+               f"the {t['model']}'s soft prediction instead of its conditioning label (knowledge distillation); the "
+               f"{t['model']} disagrees with the condition on {t['disagree']:.1%} of them.", cfg.eval.real_sampling,
                cfg.eval.augment, (ed.syn_x, ed.syn_y), {**ed.synthetic, **t}, targets=ed.syn_teacher)
 
 

@@ -137,3 +137,19 @@ def trainable_summary(model: torch.nn.Module) -> str:
     total = sum(p.numel() for p in model.parameters())
     train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return f"{train:,} of {total:,} parameters trained ({100 * train / max(total, 1):.1f}%)"
+
+
+def load_classifier(ec: EvalConfig, path, key: str | None, *, num_classes: int, channels: int, size: int):
+    """(model in eval mode, input spec) from weights an evaluation run saved with
+    ``metadata={"key": key}``, or None when they belong to another setting."""
+    from safetensors import safe_open
+
+    from genaug.io import load_tensors
+
+    with safe_open(str(path), "pt") as f:
+        if (f.metadata() or {}).get("key") != key:
+            return None
+    model, spec = create_classifier(ec, num_classes=num_classes, channels=channels, data_size=size)
+    model = apply_strategy(model, ec)
+    model.load_state_dict(load_tensors(path))
+    return model.eval(), spec

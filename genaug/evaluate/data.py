@@ -70,15 +70,20 @@ def load_eval_data(cfg: Config, *, need_synthetic: bool) -> EvalData:
     return ed
 
 
+def attach_unlabeled(ed: EvalData, data) -> None:
+    """Every pool image as FixMatch's unlabeled stream, with its source, size and content hash."""
+    ed.unlabeled_x = torch.from_numpy(data.unlabeled.images).permute(0, 3, 1, 2).contiguous()
+    ed.unlabeled = {"source": data.unlabeled_info["source"], "n": len(ed.unlabeled_x),
+                    "ids_hash": content_hash(data.unlabeled.images, np.zeros(len(ed.unlabeled_x), dtype=np.int64))}
+
+
 def _attach_pool(cfg: Config, ed: EvalData, data) -> None:
     """The pool images whose pseudo-label (from the run's judge, trained on the labeled
     split) has confidence >= ``pool.threshold``, with those labels: the "+ pseudo-labeled
     pool" control. Their true labels, if any exist, are never read."""
     from genaug.pseudo import ensure_pool_labels
 
-    ed.unlabeled_x = torch.from_numpy(data.unlabeled.images).permute(0, 3, 1, 2).contiguous()
-    ed.unlabeled = {"source": data.unlabeled_info["source"], "n": len(ed.unlabeled_x),
-                    "ids_hash": content_hash(data.unlabeled.images, np.zeros(len(ed.unlabeled_x), dtype=np.int64))}
+    attach_unlabeled(ed, data)
     pseudo = ensure_pool_labels(cfg, data)
     keep = pseudo.confident(cfg.pool.threshold)
     if not len(keep):

@@ -21,15 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 
 from genaug.config import Config
 from genaug.data.base import LabeledData
 from genaug.evaluate.arms import ARMS
-from genaug.evaluate.classifier import apply_strategy, create_classifier
-from genaug.evaluate.data import EvalData, load_eval_data
+from genaug.evaluate.classifier import load_classifier
+from genaug.evaluate.data import EvalData, attach_unlabeled, load_eval_data
 from genaug.evaluate.train import predict_proba, train_once
-from genaug.io import atomic_write_json, content_hash, load_tensors, stable_hash
+from genaug.io import atomic_write_json, stable_hash
 from genaug.pseudo import Labeler, register_labeler
 from genaug.runs import config_hash
 
@@ -59,9 +58,7 @@ def learner_key(cfg: Config) -> str:
 
 def _pool_eval_data(cfg: Config, data: LabeledData) -> EvalData:
     ed = load_eval_data(cfg, need_synthetic=False)
-    ed.unlabeled_x = torch.from_numpy(data.unlabeled.images).permute(0, 3, 1, 2).contiguous()
-    ed.unlabeled = {"source": data.unlabeled_info["source"], "n": len(ed.unlabeled_x),
-                    "ids_hash": content_hash(data.unlabeled.images, np.zeros(len(ed.unlabeled_x), dtype=np.int64))}
+    attach_unlabeled(ed, data)
     return ed
 
 
@@ -84,14 +81,11 @@ def ensure_learner(cfg: Config, data: LabeledData) -> tuple[torch.nn.Module, obj
                                       "classes": len(data.classes), "channels": data.channels, "size": data.image_size})
         print(f"FixMatch learner: val accuracy {row['val_acc']:.4f} (best step {row['best_step']} of {row['steps']})")
     meta = json.loads(meta_path.read_text())
-    with safe_open(str(out / WEIGHTS), "pt") as f:
-        if (f.metadata() or {}).get("key") != key:
-            raise AssertionError(f"{out / WEIGHTS} is not the learner of {meta_path}")  # written together above
-    model, spec = create_classifier(lcfg.eval, num_classes=meta["classes"], channels=meta["channels"],
-                                    data_size=meta["size"])
-    model = apply_strategy(model, lcfg.eval)
-    model.load_state_dict(load_tensors(out / WEIGHTS))
-    return model.eval(), spec, meta
+    loaded = load_classifier(lcfg.eval, out / WEIGHTS, key, num_classes=meta["classes"], channels=meta["channels"],
+                             size=meta["size"])
+    if loaded is None:
+        raise AssertionError(f"{out / WEIGHTS} is not the learner of {meta_path}")  # written together above
+    return (*loaded, meta)
 
 
 def _fixmatch_probs(cfg: Config, data: LabeledData) -> tuple[np.ndarray, dict]:

@@ -296,15 +296,12 @@ def summarise(cfg: Config, ed: EvalData, rows: dict[tuple[str, float], dict[int,
         both = share_arm("fixmatch_synthetic") if "fixmatch_synthetic" in by_name else []
         metrics["fixmatch"]["fixmatch_synthetic"] = both
         metrics["fixmatch"]["synthetic_over_fixmatch"] = {  # DPT's question, paired: FixMatch + synthetic vs FixMatch
-            str(s["mix"]): paired_gain({k: v["test_acc"] for k, v in fm.items()},
-                                       {k: v["test_acc"] for k, v in rows[("fixmatch_synthetic", s["mix"])].items()})
-            for s in both}
+            str(s["mix"]): _paired_over(rows, ("fixmatch", 0.0), ("fixmatch_synthetic", s["mix"])) for s in both}
     if "teacher" in by_name:
         teacher = share_arm("teacher")
         metrics["teacher"] = {**{k: v for k, v in ed.teacher.items() if k != "ids_hash"}, "settings": teacher,
                               "over_condition": {  # paired: teacher labels vs conditioning labels at the same r
-                                  str(s["mix"]): paired_gain({k: v["test_acc"] for k, v in rows[("synthetic", s["mix"])].items()},
-                                                             {k: v["test_acc"] for k, v in rows[("teacher", s["mix"])].items()})
+                                  str(s["mix"]): _paired_over(rows, ("synthetic", s["mix"]), ("teacher", s["mix"]))
                                   for s in teacher if ("synthetic", s["mix"]) in rows}}
     if "replace" in by_name:
         metrics["replace"] = {**by_name["replace"].extra_info,
@@ -318,6 +315,12 @@ def summarise(cfg: Config, ed: EvalData, rows: dict[tuple[str, float], dict[int,
     return metrics
 
 
+def _paired_over(rows: dict, base: tuple[str, float], other: tuple[str, float]) -> dict:
+    """Test-accuracy gain of the row ``other`` over the row ``base`` (each (arm, r)), paired by seed."""
+    return paired_gain({k: v["test_acc"] for k, v in rows[base].items()},
+                       {k: v["test_acc"] for k, v in rows[other].items()})
+
+
 def _pool_summary(ed: EvalData, rows: dict, share_arm) -> dict:
     """The control rows of a run with an unlabeled pool: + pseudo-labeled pool and
     + pool + synthetic (gains over the strong baseline), and what the synthetic images
@@ -326,9 +329,7 @@ def _pool_summary(ed: EvalData, rows: dict, share_arm) -> dict:
     both = share_arm("pool_synthetic") if any(n == "pool_synthetic" for n, _ in rows) else []
     over = {}
     for s in both:
-        alone, mixed = rows[("pool", s["mix"])], rows[("pool_synthetic", s["mix"])]
-        over[str(s["mix"])] = paired_gain({k: v["test_acc"] for k, v in alone.items()},
-                                          {k: v["test_acc"] for k, v in mixed.items()})
+        over[str(s["mix"])] = _paired_over(rows, ("pool", s["mix"]), ("pool_synthetic", s["mix"]))
     return {**ed.pool, "settings": pool, "pool_synthetic": both, "synthetic_over_pool": over}
 
 
@@ -458,8 +459,8 @@ def results_table(metrics: dict) -> str:
                      f"{fmt(g, signed=True)}")
     teacher = metrics.get("teacher") or {}
     for r, g in (teacher.get("over_condition") or {}).items():
-        lines.append(f"teacher labels vs conditioning labels at r={float(r):g} (the judge disagrees with the condition on "
-                     f"{teacher['disagree']:.1%} of the synthetic images): {fmt(g, signed=True)}")
+        lines.append(f"teacher labels vs conditioning labels at r={float(r):g} (the {teacher['model']} disagrees with the "
+                     f"condition on {teacher['disagree']:.1%} of the synthetic images): {fmt(g, signed=True)}")
     for r, g in (fixmatch.get("synthetic_over_fixmatch") or {}).items():
         lines.append(f"synthetic on top of FixMatch at r={float(r):g} (FixMatch + synthetic - FixMatch; the answer "
                      f"when a pool exists): {fmt(g, signed=True)}")
