@@ -331,13 +331,15 @@ def test_fixmatch_views_are_seeded_uint8_and_the_strong_view_has_a_grey_square()
 def test_fixmatch_loss_masks_unconfident_pool_images():
     """Threshold above every confidence: the labeled loss alone; below all: plus the strong
     views' cross-entropy against the weak views' argmax (the model in eval mode, so each
-    image's logits do not depend on the batch)."""
+    image's logits do not depend on the batch). The labeled loss is plain cross-entropy
+    even when the other rows smooth their labels (smoothing would cap the confidence
+    under the threshold)."""
     from genaug.config import EvalConfig
     from genaug.evaluate.budget import row_budget
     from genaug.evaluate.data import EvalData
     from genaug.evaluate.train import _fixmatch_loss, _trainer
 
-    ec = EvalConfig(model="resnet_fast28", ema=False, label_smoothing=0.0)
+    ec = EvalConfig(model="resnet_fast28", ema=False, label_smoothing=0.1)
     ed = EvalData([str(i) for i in range(3)], 1, 28, torch.zeros(4, 1, 28, 28, dtype=torch.uint8),
                   torch.zeros(4, dtype=torch.long), None, None, None, torch.zeros(0), torch.zeros(0), {})
     torch.manual_seed(0)
@@ -354,6 +356,25 @@ def test_fixmatch_loss_masks_unconfident_pool_images():
         assert t.confident[-1].item() == 0.0
         assert _fixmatch_loss(t, t.spec(x), y, weak, strong, 1e-6, 2.0).item() == pytest.approx(both.item(), rel=1e-5)
         assert t.confident[-1].item() == 1.0
+
+
+def test_a_fixmatch_rows_cap_counts_its_pool_images():
+    """The converged cap is epochs over a row's own data; FixMatch's own data includes
+    every pool image, so a 10-image split with a 1,000-image pool is not capped at
+    min_steps."""
+    from genaug.config import Config
+    from genaug.evaluate.arms import Arm
+    from genaug.evaluate.budget import row_budget
+    from genaug.evaluate.data import EvalData
+    from genaug.evaluate.train import arm_images
+
+    ed = EvalData(["a", "b"], 1, 8, torch.zeros(10, 1, 8, 8, dtype=torch.uint8), torch.zeros(10, dtype=torch.long),
+                  None, None, None, torch.zeros(0), torch.zeros(0), {})
+    strong = Arm("strong", "", "", "balanced", "shift")
+    fixmatch = Arm("fixmatch", "", "", "balanced", "shift", unlabeled=torch.zeros(1000, 1, 8, 8, dtype=torch.uint8))
+    assert (arm_images(strong, ed), arm_images(fixmatch, ed)) == (10, 1010)
+    ec = Config().eval.model_copy(update={"epochs": 10, "min_steps": 50, "max_steps": 10_000, "batch_size": 10})
+    assert (row_budget(ec, arm_images(strong, ed)).cap, row_budget(ec, arm_images(fixmatch, ed)).cap) == (50, 1010)
 
 
 def test_teacher_targets_are_the_extra_images_rows_and_smoothed_classes_for_real_ones(tmp_path):

@@ -39,7 +39,8 @@ def self_train(cfg: Config, data: LabeledData, model: torch.nn.Module, opt_facto
             conf, pseudo = weak.max(1)
             mask = (conf >= jc.self_training_threshold).float()
             strong = to_input(rand_augment(random_shift(x_u[iu].float(), gen).round().to(torch.uint8), gen), ch)
-            loss_l = F.cross_entropy(model(random_shift(to_input(x_l[il], ch), gen)), y_l[il], label_smoothing=0.1)
+            # no label smoothing here, as in FixMatch: it would cap confidence below the threshold
+            loss_l = F.cross_entropy(model(random_shift(to_input(x_l[il], ch), gen)), y_l[il])
             loss_u = (F.cross_entropy(model(strong), pseudo, reduction="none") * mask).mean()
             loss = loss_l + jc.self_training_weight * loss_u
             opt.zero_grad(set_to_none=True)
