@@ -56,8 +56,13 @@ def os_error_message(exc: OSError) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def config_options(fn: Callable) -> Callable:
-    """--config / --set / --run / --data-root / --dry-run, resolved into ``cfg``."""
+def config_options(fn: Callable | None = None, *, planned: bool = False, show_plan: bool = True) -> Callable:
+    """--config / --set / --run / --data-root / --dry-run, resolved into ``cfg``. With
+    ``planned``, values the config does not set come from the data's plan
+    (:mod:`genaug.plan`), which is written to ``runs/<run>/plan.json`` and, with
+    ``show_plan``, printed with its time estimate before the command runs."""
+    if fn is None:
+        return functools.partial(config_options, planned=planned, show_plan=show_plan)
 
     @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                   help="YAML config (default: the built-in mnist5k config).")
@@ -74,7 +79,21 @@ def config_options(fn: Callable) -> Callable:
         if data_root is not None:
             extra.append(f"data.root={data_root}")
         extra += [f"{k}={v}" for k, v in kwargs.pop("_cli_overrides", {}).items()]
-        cfg, origins = resolve_config(config_path, extra)
+        if planned:
+            from genaug.plan import apply_plan, cached_estimate, describe_plan, write_plan
+
+            plan = apply_plan(config_path, extra)
+            cfg, origins = plan.cfg, plan.origins
+            if not dry_run:
+                from genaug.runs import prepare_run_dir
+
+                prepare_run_dir(cfg)
+                estimates = cached_estimate(plan) if show_plan else None
+                write_plan(plan, estimates)
+                if show_plan:
+                    click.echo(describe_plan(plan, estimates))
+        else:
+            cfg, origins = resolve_config(config_path, extra)
         click.get_current_context().meta["genaug_explicit"] = {"config": config_path, "overrides": extra}
         if dry_run:  # values that differ from the built-in default say where they came from
             click.echo(annotated_yaml(cfg, origins), nl=False)
@@ -118,7 +137,7 @@ def cli() -> None:
 
 @cli.command("train-gan")
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint of this run.")
-@config_options
+@config_options(planned=True)
 def train_gan_cmd(cfg: Config, resume: bool) -> None:
     """Train the class-conditional DCGAN (SPEC §3)."""
     from genaug.generators.gan_train import train_gan
@@ -129,7 +148,7 @@ def train_gan_cmd(cfg: Config, resume: bool) -> None:
 
 @cli.command("train-diffusion")
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint of this run.")
-@config_options
+@config_options(planned=True)
 def train_diffusion_cmd(cfg: Config, resume: bool) -> None:
     """Train the class-conditional diffusion model (SPEC §3)."""
     from genaug.generators.diffusion_train import train_diffusion
@@ -154,7 +173,7 @@ def with_overrides(cfg: Config, **dotted) -> Config:
 @click.option("--generator", default=None, help="best, last, or a checkpoint path.")
 @click.option("--no-filter", is_flag=True, help="Keep every generated image.")
 @click.option("--force", is_flag=True, help="Delete gen_dataset/<run> and generate it anew.")
-@config_options
+@config_options(planned=True)
 def sample_cmd(cfg: Config, per_class, generator, no_filter, force) -> None:
     """Generate labeled synthetic images and filter them (SPEC §4)."""
     from genaug.synthetic.sample import run_sample, summarise_fidelity
@@ -172,7 +191,7 @@ def sample_cmd(cfg: Config, per_class, generator, no_filter, force) -> None:
               help="Share of real images inside the realism radius.")
 @click.option("--near-copy-distance", type=click.FloatRange(0, 1), default=None, help="RMS pixel distance; 0 = off.")
 @click.option("--max-class-fid", type=click.FloatRange(0, min_open=True), default=None, help="Drop classes above this FID.")
-@config_options
+@config_options(planned=True, show_plan=False)
 def filter_cmd(cfg: Config, min_confidence, realism_quantile, near_copy_distance, max_class_fid) -> None:
     """Re-filter an existing synthetic data set with other thresholds (SPEC §4).
 
@@ -220,7 +239,7 @@ def fid_cmd(cfg: Config, a: str, b: str, extractor: str, max_images: int) -> Non
 @click.option("--replace-prob", type=click.FloatRange(0, 1, min_open=True), default=None, metavar="P",
               help="Also run DA-Fusion's protocol: each real image replaced with probability P by one of its own "
                    "img2img variants (eval.replace_prob).")
-@config_options
+@config_options(planned=True)
 def eval_classifier_cmd(cfg: Config, mix, seeds, model, strategy, synthetic_dir, replace_prob) -> None:
     """Fine-tune a timm classifier on real vs real+synthetic and report the gain (SPEC §5).
 
@@ -244,7 +263,7 @@ def eval_classifier_cmd(cfg: Config, mix, seeds, model, strategy, synthetic_dir,
 @click.option("--from", "from_stage", type=click.Choice(["train", "sample", "eval", "report"]), default=None,
               help="Rerun from this stage on.")
 @click.option("--force", is_flag=True, help="Delete the run's outputs and rerun every stage.")
-@config_options
+@config_options(planned=True)
 def pipeline_cmd(cfg: Config, from_stage, force) -> None:
     """Run train -> sample/filter -> eval -> report, skipping up-to-date stages (SPEC §6).
 
@@ -257,8 +276,22 @@ def pipeline_cmd(cfg: Config, from_stage, force) -> None:
     click.echo(f"report: {cfg.run_dir() / 'report.html'} (and report.md)")
 
 
+@cli.command("plan")
+@config_options(planned=True)
+def plan_cmd(cfg: Config) -> None:
+    """Fingerprint the data, plan every size the pipeline needs, estimate the time.
+
+    \b
+    Values the config does not set come from explicit rules on the data's fingerprint
+    (image sizes, channels, class counts, near-duplicates, pool) and the device; any of
+    them is an ordinary config key that --set overrides. Written to
+    runs/<run>/plan.json (with fingerprint.json beside it); train-gan, train-diffusion,
+    sample, eval-classifier and pipeline apply and print the same plan first."""
+    click.echo(f"plan, fingerprint and estimate in {cfg.run_dir() / 'plan.json'}")
+
+
 @cli.command("report")
-@config_options
+@config_options(planned=True, show_plan=False)
 def report_cmd(cfg: Config) -> None:
     """Write runs/<run>/report.html and report.md (SPEC §6)."""
     from genaug.report import write_report
@@ -311,8 +344,12 @@ def data_info_cmd(cfg: Config, source: str) -> None:
     from genaug.data import load_data
     from genaug.data.tools import describe
 
-    data = load_data(_source_data(cfg, source))
+    from genaug.plan import describe_fingerprint, fingerprint
+
+    data_cfg = _source_data(cfg, source)
+    data = load_data(data_cfg)
     click.echo(describe(data))
+    click.echo(describe_fingerprint(fingerprint(cfg.model_copy(update={"data": data_cfg}))))
 
 
 @data_group.command("export")

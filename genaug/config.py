@@ -389,13 +389,15 @@ def _merge(tree: dict, layer: dict, origin: str, origins: dict[str, str], prefix
                 origins[dotted + (f".{leaf}" if leaf else "")] = origin
 
 
-def resolve_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
-                   ) -> tuple[Config, dict[str, str]]:
+def resolve_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                   planned: list[str] | tuple[str, ...] = ()) -> tuple[Config, dict[str, str]]:
     """One rule, key by key: built-in default (``Config()``) -> config file -> ``--set``;
     ``--set a.b=v`` changes a.b and nothing else. The one exception: the default run's
     data settings (its long tail) belong to the embedded set, so a file or ``--set``
     naming another ``data.source`` starts the data section from the section defaults.
-    Returns the config and ``{dotted key: "file" | "--set"}`` for every key set."""
+    ``planned`` (``key=value`` texts, :mod:`genaug.plan`) are laid on last, each only
+    where neither the file nor ``--set`` names its key. Returns the config and
+    ``{dotted key: "file" | "--set" | "plan"}`` for every key set."""
     tree: dict = Config().model_dump(mode="json")
     default_source, origins = tree["data"]["source"], {}
     layers = [(_read_file(path), "file")] if path is not None else []
@@ -409,6 +411,12 @@ def resolve_config(path: str | Path | None = None, overrides: list[str] | tuple[
         if source is not None and source != default_source and tree["data"]["source"] == default_source:
             tree["data"] = DataConfig().model_dump(mode="json")
         _merge(tree, layer, origin, origins)
+    plan_layer: dict = {}
+    for text in planned:
+        keys, value = parse_override(text)
+        if ".".join(keys) not in origins:
+            _set_nested(plan_layer, keys, value, ".".join(keys))
+    _merge(tree, plan_layer, "plan", origins)
     bad = unknown_keys(Config, tree)
     if bad:
         raise ConfigError("unknown config key " + ", ".join(f"'{k}'" for k in bad) + _valid_keys_hint(bad[0]))

@@ -52,6 +52,9 @@ def run_cli():
 def _isolated_cache(tmp_path, monkeypatch):
     """Never read or write the user's real cache from tests."""
     monkeypatch.setenv("GENAUG_CACHE", str(tmp_path / "cache"))
+    # The plan's time estimate times a few steps of every model: seconds per command, so
+    # tests skip it; tests/test_plan.py turns it on where it is the subject.
+    monkeypatch.setenv("GENAUG_NO_ESTIMATE", "1")
 
 
 def kill_after(args: list[str], marker: Path, timeout: float = 240) -> None:

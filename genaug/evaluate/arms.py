@@ -153,7 +153,7 @@ def _fixmatch(cfg: Config, ed: EvalData) -> Arm | None:
     if ed.unlabeled_x is None or not len(ed.unlabeled_x) or not ec.fixmatch:
         return None
     info = {**ed.unlabeled, "threshold": ec.fixmatch_threshold, "mu": ec.fixmatch_mu, "weight": ec.fixmatch_weight}
-    info["ids_hash"] = (f"fixmatch:{ec.fixmatch_threshold}:{ec.fixmatch_mu}:{ec.fixmatch_weight}:"
+    info["ids_hash"] = (f"fixmatch2:{ec.fixmatch_threshold}:{ec.fixmatch_mu}:{ec.fixmatch_weight}:"
                         f"{ed.unlabeled['ids_hash']}")
     return Arm("fixmatch", "+ pool (FixMatch)", f"The strong baseline trained on labeled + unlabeled pool images by "
                f"FixMatch: per labeled image {ec.fixmatch_mu} pool images, whose weak view ({ec.augment}) predicts a "

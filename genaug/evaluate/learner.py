@@ -52,7 +52,7 @@ def learner_config(cfg: Config) -> Config:
 
 def learner_key(cfg: Config) -> str:
     ec = learner_config(cfg).eval.model_dump(mode="json")
-    return stable_hash({"data": config_hash(cfg, "data"), "seed": cfg.seed, "v": 1,
+    return stable_hash({"data": config_hash(cfg, "data"), "seed": cfg.seed, "v": 2,
                         "eval": {k: v for k, v in ec.items() if k not in _ROWS_ONLY}})
 
 

@@ -271,7 +271,7 @@ def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | N
     ec, t0 = cfg.eval, time.perf_counter()
     arm = arm or Arm("synthetic", "", "", ec.real_sampling, ec.augment, (ed.syn_x, ed.syn_y))
     extra_x, extra_y = arm.extra or (ed.syn_x[:0], ed.syn_y[:0])
-    budget = row_budget(ec, arm_images(arm, ed))
+    budget = row_budget(ec, arm_images(arm, ed), semi_supervised=arm.unlabeled is not None)
     torch.manual_seed(seed)
     gens = [torch.Generator().manual_seed(seed * 7919 + k) for k in range(4)]  # real, synthetic, augmentation, pool
     t, plateau = _trainer(ec, ed, budget), Plateau(budget)

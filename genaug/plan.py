@@ -1,0 +1,457 @@
+"""Fingerprint -> plan: every size the pipeline needs, from the data and the device
+(issue 30; the idea is nnU-Net's: Isensee et al., Nature Methods 2021).
+
+1. :func:`fingerprint` describes the configured data: image sizes and channels as the
+   files have them, per-class training counts and imbalance, the near-duplicate rate,
+   the split and pool sizes. Cached in ``runs/<run>/fingerprint.json`` under the data
+   section's hash and the folder's listing.
+2. :data:`RULES` turn the fingerprint and the device into config values. Each rule is
+   one function registered for one or more keys with :func:`rule`; it returns the
+   value and the reason in words, or ``None`` where it has nothing to say. The rules are
+   written so that the built-in sources (28 px grey MNIST-5k and Fashion-MNIST, the
+   point the defaults were tuned at) get exactly the defaults: a plan changes nothing
+   there.
+3. :func:`apply_plan` lays the planned values under the user's: a key the config file
+   or ``--set`` names is the user's; every other key the plan sets is the plan's.
+   ``runs/<run>/plan.json`` holds the fingerprint, the device, each planned key with
+   its value and where it came from ("rule: ..." or "file" / "--set"), and the time
+   estimate per stage.
+4. :func:`estimate` times a few optimisation steps of the planned generator, judge and
+   classifier on this device and multiplies them out (see its docstring for the model).
+
+The rules (README "genaug plan" has the same table):
+
+==========================  ==============================================================
+key                         rule
+==========================  ==============================================================
+data.image_size             the files' most common shorter side when it is at most the
+                            device's working size (32 px on a CPU, 64 px on a GPU) and a DCGAN
+                            size s0 * 2^k (3 <= s0 <= 7); else the largest DCGAN size at or
+                            below both
+gan.g_channels, d_channels  32 up to 32 px (the default); 64 above
+gan.steps                   1,600 up to 32 px (the default); 3,000 above
+gan.eval_every, checkpoint  400 (the default): four evaluations of 1,600 steps
+diffusion.block_channels    (32, 64, 64) up to 32 px (the default); (64, 128, 128) above
+eval.model                  resnet_fast28 up to 32 px (the default: stages at 14, 7, 4, 2 px);
+                            resnet_medium32 above (stride-1 stem, widths 32-256)
+eval.seeds                  3 (the default); 5 when the val split has under 300 images
+                            (a noisy val split needs more paired seeds)
+==========================  ==============================================================
+
+A folder the plan cannot serve is refused with one line: a class with fewer than
+:data:`MIN_PER_CLASS` training images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from genaug.config import Config, resolve_config
+from genaug.errors import DataError
+from genaug.io import atomic_write_json, stable_hash
+
+MIN_PER_CLASS = 2  # below this a class has no image left to learn from once anything is held out
+CPU_SIZE, GPU_SIZE = 32, 64  # the working size a device trains generators at
+NEAR_DUPLICATE_RMS = 0.02  # RMS pixel distance (in [0, 1], at 16 x 16 grey) under which two images are near-duplicates
+
+
+# --------------------------------------------------------------------------- fingerprint
+
+def _folder_listing(root: Path) -> tuple[list[Path], str]:
+    """Image files under ``root`` and a signature of the listing (names, sizes, mtimes)."""
+    from genaug.data.images import is_image_file
+
+    files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
+    sig = stable_hash([(str(p.relative_to(root)), p.stat().st_size, int(p.stat().st_mtime)) for p in files])
+    return files, sig
+
+
+def _raw_shapes(files: list[Path], limit: int = 5000) -> tuple[list[int], list[int], float]:
+    """Shorter and longer side of up to ``limit`` files (headers only, a seeded subset)
+    and the share of colour images."""
+    from PIL import Image
+
+    from genaug.data.images import GRAY_MODES
+
+    pick = np.random.default_rng(0).permutation(len(files))[:limit] if len(files) > limit else range(len(files))
+    short, long, colour, seen = [], [], 0, 0
+    for i in pick:
+        try:
+            with Image.open(files[i]) as img:
+                w, h = img.size
+                colour += img.mode not in GRAY_MODES
+        except Exception:  # unreadable files are reported when the data is loaded
+            continue
+        short.append(min(w, h))
+        long.append(max(w, h))
+        seen += 1
+    return short, long, colour / max(1, seen)
+
+
+def near_duplicate_share(images: np.ndarray, limit: int = 10000) -> float:
+    """Share of images (uint8 (N, H, W, C), a seeded subset of ``limit``) that have another
+    image within :data:`NEAR_DUPLICATE_RMS` RMS distance at 16 x 16 grey."""
+    import torch
+    import torch.nn.functional as F
+
+    if len(images) > limit:
+        images = images[np.sort(np.random.default_rng(0).permutation(len(images))[:limit])]
+    if len(images) < 2:
+        return 0.0
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().mean(1, keepdim=True) / 255
+    x = F.interpolate(x, size=(16, 16), mode="area").flatten(1)  # (N, 256)
+    dup = torch.zeros(len(x), dtype=torch.bool)
+    for start in range(0, len(x), 1024):
+        d = torch.cdist(x[start : start + 1024], x) / 16  # RMS over 256 pixels
+        d[torch.arange(len(d)), torch.arange(start, start + len(d))] = 1.0  # not itself
+        dup[start : start + len(d)] = (d < NEAR_DUPLICATE_RMS).any(1)
+    return round(float(dup.float().mean()), 4)
+
+
+def fingerprint(cfg: Config) -> dict:
+    """What the configured data is (see the module docstring); cached in the run directory."""
+    from genaug.data import load_data
+    from genaug.data.registry import SOURCES, _resolve
+
+    _resolve(cfg.data)  # registers the built-ins; an unknown name fails here with one line
+    folder = None if cfg.data.source in SOURCES else Path(cfg.data.source).expanduser()
+    files, listing = _folder_listing(folder) if folder is not None and folder.is_dir() else ([], "")
+    dump = cfg.data.model_dump(mode="json")
+    dump.pop("image_size")  # the fingerprint describes the files, whatever size the plan or the user picks
+    key = stable_hash({"data": dump, "listing": listing, "v": 1})
+    path = cfg.run_dir() / "fingerprint.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("key") == key:
+            return old
+    data = load_data(cfg.data.model_copy(update={"image_size": None}))
+    if folder is not None:
+        short, long, colour = _raw_shapes(files)
+    else:  # array sources hold one size
+        short, long, colour = [data.image_size], [data.image_size], float(data.channels == 3)
+    counts = data.splits["train"].counts(data.num_classes)
+    fp = {
+        "key": key, "source": cfg.data.source, "classes": data.classes, "channels": data.channels,
+        "colour_share": round(colour, 4),
+        "sizes": {"files": len(files) or (sum(len(s) for s in data.splits.values())
+                                          + (len(data.held_out) if data.held_out is not None else 0)),
+                  "short_min": min(short), "short_median": int(statistics.median(short)), "short_max": max(short),
+                  "long_max": max(long), "square": all(s == lo for s, lo in zip(short, long))},
+        "loaded_size": data.image_size,
+        "train_counts": counts, "imbalance": round(max(counts) / max(1, min(counts)), 2),
+        "splits": {name: len(s) for name, s in data.splits.items()},
+        "held_out": len(data.held_out) if data.held_out is not None else 0,
+        "pool": len(data.unlabeled) if data.unlabeled is not None else 0,
+        "near_duplicates": near_duplicate_share(data.splits["train"].images),
+    }
+    atomic_write_json(path, fp)
+    return fp
+
+
+def describe_fingerprint(fp: dict) -> str:
+    """The fingerprint in a few lines for a terminal."""
+    s = fp["sizes"]
+    sizes = (f"{s['short_min']}" if s["short_min"] == s["short_max"] else
+             f"{s['short_min']}-{s['short_max']} (median {s['short_median']})")
+    counts = fp["train_counts"]
+    return "\n".join([
+        f"fingerprint: {s['files']} images, shorter side {sizes} px{'' if s['square'] else ', not all square'}, "
+        f"{'RGB' if fp['channels'] == 3 else 'grey'} ({fp['colour_share']:.0%} colour files)",
+        f"  {len(fp['classes'])} classes; training images per class {min(counts)}-{max(counts)} "
+        f"(imbalance {fp['imbalance']:g}x); splits " + ", ".join(f"{k} {v}" for k, v in fp["splits"].items())
+        + (f"; held out {fp['held_out']}" if fp["held_out"] else "") + (f"; pool {fp['pool']}" if fp["pool"] else ""),
+        f"  near-duplicates in the training split: {fp['near_duplicates']:.1%} (RMS < {NEAR_DUPLICATE_RMS:g} at 16 px)",
+    ])
+
+
+# --------------------------------------------------------------------------- device
+
+def device_facts() -> dict:
+    import torch
+
+    if torch.cuda.is_available():
+        return {"kind": "gpu", "name": torch.cuda.get_device_name(0),
+                "memory_gb": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)}
+    return {"kind": "cpu", "name": f"{os.cpu_count()}-core CPU", "threads": torch.get_num_threads()}
+
+
+# --------------------------------------------------------------------------- rules
+
+Rule = Callable[[dict, dict], "dict[str, tuple[Any, str]] | None"]
+RULES: list[Rule] = []
+
+
+def rule(fn: Rule) -> Rule:
+    """Register a rule: ``(fingerprint, device) -> {dotted key: (value, why)}`` or None."""
+    RULES.append(fn)
+    return fn
+
+
+def dcgan_size_at_most(limit: int) -> int:
+    """The largest s0 * 2^k (3 <= s0 <= 7, k >= 1) at or below ``limit``."""
+    return max(s0 * 2**k for s0 in range(3, 8) for k in range(1, 12) if s0 * 2**k <= limit)
+
+
+def valid_dcgan_size(size: int) -> bool:
+    return size >= 6 and size == dcgan_size_at_most(size)
+
+
+def working_size(fp: dict, device: dict) -> int:
+    """The size the pipeline trains at: the loaded (most common shorter) side when it is at
+    most the device's working size and a DCGAN size, else the largest DCGAN size below both."""
+    cap = GPU_SIZE if device["kind"] == "gpu" else CPU_SIZE
+    native = fp["loaded_size"]
+    return native if native <= cap and valid_dcgan_size(native) else dcgan_size_at_most(min(native, cap))
+
+
+@rule
+def _resolution(fp: dict, device: dict):
+    native, size = fp["loaded_size"], working_size(fp, device)
+    if size == native:
+        return None  # the data's own size (data.image_size unset)
+    where = "a GPU" if device["kind"] == "gpu" else "a CPU"
+    return {"data.image_size": (size, f"files are {native} px; {where} trains generators at up to "
+                                      f"{GPU_SIZE if device['kind'] == 'gpu' else CPU_SIZE} px, at sizes s0*2^k")}
+
+
+@rule
+def _generator_capacity(fp: dict, device: dict):
+    size = working_size(fp, device)
+    if size <= 32:
+        return None
+    why = f"{size} px: twice the default width and about twice the steps of the 28 px design point"
+    return {"gan.g_channels": (64, why), "gan.d_channels": (64, why), "gan.steps": (3000, why),
+            "diffusion.block_channels": ([64, 128, 128], why)}
+
+
+@rule
+def _classifier(fp: dict, device: dict):
+    if working_size(fp, device) <= 32:
+        return None
+    return {"eval.model": ("resnet_medium32", f"{working_size(fp, device)} px: the stride-1-stem ResNet-10 "
+                           "(widths 32-256) for 28-64 px; resnet_fast28 halves the image in its stem")}
+
+
+@rule
+def _seeds(fp: dict, device: dict):
+    if fp["splits"].get("val", 0) >= 300:
+        return None
+    return {"eval.seeds": (5, f"the val split has {fp['splits'].get('val', 0)} images (< 300): more paired seeds")}
+
+
+def refuse_unservable(fp: dict) -> None:
+    """One line for data the plan cannot serve."""
+    counts = fp["train_counts"]
+    low = [(c, n) for c, n in zip(fp["classes"], counts) if n < MIN_PER_CLASS]
+    if low:
+        c, n = low[0]
+        raise DataError(f"class {c!r} has {n} training image(s) in {fp['source']}; the plan needs at least "
+                        f"{MIN_PER_CLASS} per class (add images, or lower data.val_fraction / data.test_fraction)")
+
+
+def make_plan(fp: dict, device: dict) -> dict[str, dict]:
+    """``{dotted key: {"value", "why"}}`` from every rule."""
+    refuse_unservable(fp)
+    plan: dict[str, dict] = {}
+    for fn in RULES:
+        for key, (value, why) in (fn(fp, device) or {}).items():
+            plan[key] = {"value": value, "why": why}
+    return plan
+
+
+# --------------------------------------------------------------------------- applying
+
+@dataclass
+class Plan:
+    cfg: Config
+    origins: dict[str, str]
+    fingerprint: dict
+    device: dict
+    values: dict[str, dict]  # every planned key: value, why, and who decided ("rule" or the user's "file" / "--set")
+
+
+def apply_plan(path: str | Path | None, overrides: list[str]) -> Plan:
+    """The config with the plan's values under the user's (a key the file or ``--set``
+    names keeps the user's value)."""
+    cfg, origins = resolve_config(path, overrides)
+    fp, device = fingerprint(cfg), device_facts()
+    planned = make_plan(fp, device)
+    mine = [f"{k}={json.dumps(v['value'])}" for k, v in planned.items() if k not in origins]
+    if mine:
+        cfg, origins = resolve_config(path, overrides, planned=mine)
+    values = {k: {**v, "from": "rule" if origins.get(k, "plan") == "plan" else origins[k]} for k, v in planned.items()}
+    for k, v in values.items():
+        if v["from"] != "rule":
+            v["value"] = _get(cfg, k)
+    return Plan(cfg, origins, fp, device, values)
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return list(node) if isinstance(node, tuple) else node
+
+
+# --------------------------------------------------------------------------- estimate
+
+def _time_steps(step: Callable[[], None], n: int = 3) -> float:
+    """Seconds per call of ``step`` (one untimed warm-up, then the mean of ``n``)."""
+    step()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    return (time.perf_counter() - t0) / n
+
+
+def estimate(cfg: Config, fp: dict) -> dict[str, float]:
+    """Seconds per stage on this device, from a few timed steps of the planned models.
+
+    * train: ``gan.steps`` x one D + G step (batch ``gan.batch_size``, at the working
+      size), plus ``judge.steps`` x one judge step, plus per evaluation (every
+      ``gan.eval_every``) ``fid_samples`` images generated and scored.
+    * sample: classes x ``per_class`` x 1.5 candidates generated and scored.
+    * eval: per seed, naive + strong + (synthetic, oracle when held-out images exist,
+      pool rows with a pool) at each share, plus five augmentation candidates once,
+      each row ``min(cap, 1.5 x (lr_cuts + 1) x patience x eval_every)`` classifier steps
+      (the plateau rule's typical length: a best early, then a plateau per cut), or
+      ``eval.steps``. FixMatch rows cost (1 + 2 mu) x a step and take the cap.
+    """
+    import torch
+
+    from genaug.evaluate.budget import row_budget
+    from genaug.evaluate.classifier import create_classifier
+    from genaug.generators.dcgan import Discriminator, Generator
+    from genaug.judge import create_judge_model
+
+    size = cfg.data.image_size or fp["sizes"]["short_median"]
+    ch, k = fp["channels"], len(fp["classes"])
+    gc, jc, ec = cfg.gan, cfg.judge, cfg.eval
+    torch.manual_seed(0)
+    G = Generator(z_dim=gc.z_dim, num_classes=k, channels=ch, image_size=size, width=gc.g_channels)
+    D = Discriminator(num_classes=k, channels=ch, image_size=size, width=gc.d_channels)
+    opt = torch.optim.Adam([*G.parameters(), *D.parameters()], lr=1e-4)
+    y = torch.randint(0, k, (gc.batch_size,))
+    real = torch.rand(gc.batch_size, ch, size, size) * 2 - 1
+
+    def gan_step():
+        z = torch.randn(gc.batch_size, gc.z_dim)
+        loss = D(torch.cat([real, G(z, y).detach()]), torch.cat([y, y]))[0].mean()
+        opt.zero_grad()
+        loss.backward()
+        loss = D(G(z, y), y)[0].mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    judge = create_judge_model(jc.model, in_chans=ch, num_classes=k, image_size=size)
+    jopt = torch.optim.AdamW(judge.parameters())
+    jx, jy = torch.rand(jc.batch_size, ch, size, size), torch.randint(0, k, (jc.batch_size,))
+
+    def judge_step():
+        loss = torch.nn.functional.cross_entropy(judge(jx), jy)
+        jopt.zero_grad()
+        loss.backward()
+        jopt.step()
+
+    def score():  # generate and judge 256 images
+        with torch.no_grad():
+            judge.eval()
+            judge(G(torch.randn(256, gc.z_dim), torch.randint(0, k, (256,))))
+            judge.train()
+
+    model, spec = create_classifier(ec, num_classes=k, channels=ch, data_size=size)
+    copt = torch.optim.AdamW(model.parameters())
+    cx, cy = torch.randint(0, 256, (ec.batch_size, ch, size, size), dtype=torch.uint8), torch.randint(0, k, (ec.batch_size,))
+
+    def cls_step():
+        loss = torch.nn.functional.cross_entropy(model(spec(cx)), cy)
+        copt.zero_grad()
+        loss.backward()
+        copt.step()
+
+    t_gan, t_judge, t_score, t_cls = (_time_steps(f) for f in (gan_step, judge_step, score, cls_step))
+    per_image = t_score / 256
+    evals = max(1, gc.steps // gc.eval_every)
+    train = gc.steps * t_gan + jc.steps * t_judge + evals * gc.fid_samples * per_image * 2
+    sample = k * cfg.sample.per_class * 1.5 * per_image
+    n_train = sum(fp["train_counts"])
+    mixes = len([m for m in cfg.eval.mix.split(",") if m.strip() not in ("0", "0.0")]) if cfg.eval.mix != "auto" \
+        else len(ec.auto_candidates)
+    extra_rows = 1 + (1 if fp["held_out"] and ec.oracle else 0) + (2 if fp["pool"] else 0)
+    supervised = 2 + extra_rows * mixes
+
+    def row_steps(n_images: int) -> float:
+        b = row_budget(ec, n_images)
+        return b.cap if b.fixed else min(b.cap, 1.5 * (b.lr_cuts + 1) * b.patience * b.eval_every)
+
+    syn = k * cfg.sample.per_class
+    steps = 5 * row_steps(n_train) + ec.seeds * (2 * row_steps(n_train) + (supervised - 2) * row_steps(n_train + syn))
+    if fp["pool"] and ec.fixmatch:
+        steps += ec.seeds * (1 + mixes) * (1 + 2 * ec.fixmatch_mu) * row_budget(ec, n_train + fp["pool"]).cap
+    evaluation = steps * t_cls
+    return {"train": round(train, 1), "sample": round(sample, 1), "eval": round(evaluation, 1), "report": 5.0}
+
+
+# --------------------------------------------------------------------------- the plan file
+
+def cached_estimate(plan: Plan) -> dict[str, float]:
+    """:func:`estimate`, kept in ``plan.json`` under the settings it depends on and the
+    device, so the commands of one run time the models once. ``GENAUG_NO_ESTIMATE=1``
+    skips it (no timed steps; the plan is still made and printed)."""
+    cfg = plan.cfg
+    key = stable_hash({"cfg": cfg.model_dump(mode="json", include={"data", "gan", "judge", "sample", "eval"}),
+                       "fp": plan.fingerprint["key"], "device": plan.device, "v": 1})
+    if os.environ.get("GENAUG_NO_ESTIMATE"):
+        return {}
+    path = cfg.run_dir() / "plan.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    if old.get("estimate_key") == key and old.get("estimate_seconds"):
+        return old["estimate_seconds"]
+    return {**estimate(cfg, plan.fingerprint), "key": key}
+
+
+def write_plan(plan: Plan, estimates: dict[str, float] | None = None) -> Path:
+    path = plan.cfg.run_dir() / "plan.json"
+    estimates = dict(estimates or {})
+    key = estimates.pop("key", None)
+    if key is None and path.is_file():
+        key = json.loads(path.read_text()).get("estimate_key")
+    atomic_write_json(path, {"fingerprint": plan.fingerprint, "device": plan.device, "values": plan.values,
+                             "estimate_seconds": estimates or None, "estimate_key": key,
+                             "made": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return path
+
+
+def describe_plan(plan: Plan, estimates: dict[str, float] | None = None) -> str:
+    """The plan for a terminal: the fingerprint, each planned value and its origin, the
+    estimate per stage."""
+    lines = [describe_fingerprint(plan.fingerprint),
+             f"device: {plan.device['name']} ({plan.device['kind']})"]
+    if plan.values:
+        lines.append("plan (values the config did not set come from the rules; --set KEY=VALUE overrides any):")
+        width = max(len(k) for k in plan.values)
+        for key, v in plan.values.items():
+            origin = f"rule: {v['why']}" if v["from"] == "rule" else f"yours ({v['from']})"
+            lines.append(f"  {key:<{width}}  {json.dumps(v['value']):<16} {origin}")
+    else:
+        lines.append("plan: the defaults (this data is the shape they were tuned for: "
+                     f"{plan.fingerprint['sizes']['short_median']} px, no rule changes a value)")
+    estimates = {k: v for k, v in (estimates or {}).items() if k != "key"}
+    if estimates:
+        total = sum(estimates.values())
+        lines.append("estimated time on this device: " + ", ".join(f"{k} {_minutes(v)}" for k, v in estimates.items())
+                     + f"; total {_minutes(total)}")
+    return "\n".join(lines)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
