@@ -5,7 +5,8 @@ import pytest
 
 from conftest import make_imagefolder, write_image
 
-COMMANDS = ["train-gan", "train-diffusion", "sample", "filter", "fid", "eval-classifier", "pipeline", "report", "weights", "data"]
+COMMANDS = ["train-gan", "train-diffusion", "sample", "filter", "fid", "eval-classifier", "pipeline", "plan", "report",
+            "weights", "data"]
 
 
 def test_help_lists_every_command(run_cli):
@@ -19,6 +20,9 @@ def _one_line_error(result, *needles):
     assert result.exit_code != 0
     assert "Traceback" not in result.output
     lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
+    if lines[0].startswith("fingerprint: "):  # a planned command prints the data's plan first (genaug.plan)
+        lines = lines[next(i for i, ln in enumerate(lines) if ln.startswith(("plan", "estimated"))) + 1:]
+        lines = [ln for ln in lines if not ln.startswith(("  ", "estimated"))]
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
