@@ -184,6 +184,7 @@ def write_report(cfg: Config) -> Path:
     _images(doc, cfg, data, fidelity)
     _fidelity(doc, fidelity)
     _explain(doc, cfg, metrics, data)
+    _plan(doc, _load_json(run_dir / "plan.json"), _load_json(run_dir / "pipeline.json"))
     _reproduce(doc, cfg)
     title = f"genaug report: run '{cfg.run}' ({kind} on {cfg.data.source})"
     atomic_write_text(run_dir / "report.md", doc.markdown(title))
@@ -403,6 +404,26 @@ def _explain(doc: Doc, cfg: Config, metrics: dict | None, data) -> None:
         doc.p(caption)
     else:
         doc.img("gradcam.png", image, caption)
+
+
+def _plan(doc: Doc, plan: dict | None, stamps: dict | None) -> None:
+    """The data's fingerprint, the planned values and whose they are, and the time
+    estimate beside the measured stage times (``genaug plan``)."""
+    if plan is None:
+        return
+    from genaug.plan import describe_fingerprint
+
+    doc.h("Plan")
+    doc.pre(describe_fingerprint(plan["fingerprint"]) + f"\ndevice: {plan['device']['name']} ({plan['device']['kind']})")
+    if plan["values"]:
+        doc.table(["key", "value", "from", "why"], [[k, json.dumps(v["value"]), v["from"], v["why"]]
+                                                   for k, v in plan["values"].items()])
+    else:
+        doc.p("No rule changed a default: the data has the shape the defaults were tuned for.")
+    estimate, stamps = plan.get("estimate_seconds") or {}, stamps or {}
+    if estimate:
+        doc.table(["stage", "estimated s", "measured s (pipeline.json)"],
+                  [[k, f"{v:.0f}", f"{stamps[k]['seconds']:.0f}" if k in stamps else "—"] for k, v in estimate.items()])
 
 
 def _reproduce(doc: Doc, cfg: Config) -> None:

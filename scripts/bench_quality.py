@@ -154,6 +154,19 @@ def fill_near_copies(args, results: list[dict]) -> bool:
     return changed
 
 
+def refresh_pseudo_labels(args, results: list[dict]) -> bool:
+    """Re-measure the pseudo-label columns of pool results that predate the labeler's
+    name (their pool_labels files are still in the runs dir); True if any changed."""
+    changed = False
+    for r in results:
+        if r.get("pool") and "labeler" not in r.get("pseudo_labels", {}):
+            run = run_names(r["k"], r["generator"], True)["filtered"]
+            if (Path(args.runs_dir) / run / "judge" / "pool_labels.json").is_file():
+                r["pseudo_labels"] = pseudo_label_accuracy(args, r["k"], run)
+                changed = True
+    return changed
+
+
 def generator_budget(args, k: int, gen: str) -> str:
     """What the generator of one setting is: its kind, size and training steps."""
     cfg = _cfg(args, k, run_names(k, gen)["filtered"])
@@ -191,9 +204,12 @@ def pseudo_label_accuracy(args, k: int, run: str) -> dict:
     right = np.array([truth[r["id"]] == r["label"] for r in rows])
     conf = np.array([r["confidence"] for r in rows]) >= cfg.pool.threshold
     judge = json.loads((Path(args.runs_dir) / run / "judge" / "judge.json").read_text())
+    summary = json.loads((Path(args.runs_dir) / run / "judge" / "pool_labels.json").read_text())
+    labeler = summary.get("labeler") or {"labeler": "judge", "val_accuracy": judge["val_accuracy"]}
     return {"n": len(rows), "accuracy": round(float(right.mean()), 4), "confident": int(conf.sum()),
             "confident_accuracy": round(float(right[conf].mean()), 4) if conf.any() else None,
             "threshold": cfg.pool.threshold, "judge_val_accuracy": judge["val_accuracy"],
+            "labeler": labeler.get("labeler", "judge"), "labeler_val_accuracy": labeler.get("val_accuracy"),
             "self_training": judge.get("self_training")}
 
 
@@ -388,7 +404,9 @@ def pool_table(pooled: list[dict], plain: list[dict]) -> list[str]:
                   f"`{group[0]['pool']}`, {p0['n']:,} images (cap {group[0].get('pool_max') or 'none'}); classifier "
                   f"{m0['model']}, {_budget(m0)}, batch {m0['batch_size']}; test: official 10k)", "",
                   f"- pseudo-labels (measured by the benchmark from the pool's true labels, which genaug never reads): "
-                  f"judge val accuracy {p0['judge_val_accuracy']:.4f}; all {p0['n']:,} pool images {p0['accuracy']:.4f} "
+                  f"from the {p0.get('labeler', 'judge')} (val accuracy "
+                  f"{p0.get('labeler_val_accuracy') or p0['judge_val_accuracy']:.4f}; the judge's "
+                  f"{p0['judge_val_accuracy']:.4f}); all {p0['n']:,} pool images {p0['accuracy']:.4f} "
                   f"correct; {p0['confident']:,} at confidence >= {p0['threshold']:g}, of which "
                   f"{p0['confident_accuracy'] if p0['confident_accuracy'] is not None else 'n/a'} correct"]
         lines += [f"- {r['generator'].upper()} (pool-trained): {r['budget']}" for r in group]
@@ -440,7 +458,8 @@ def pool_table(pooled: list[dict], plain: list[dict]) -> list[str]:
     if pooled:
         lines.append("Pool rows: one generator per K and kind trained on the K-shot split plus the unlabeled pool "
                      "(confident pseudo-labels condition it; the diffusion model takes the rest as its null class). "
-                     "\"Pseudo-labeled pool\" puts pool images with the judge's labels in the same slots with no "
+                     "\"Pseudo-labeled pool\" puts pool images with their pseudo-labels (the labeler named above) "
+                     "in the same slots with no "
                      "generator; \"pool + synthetic\" splits the slots evenly between the two, and its last column is "
                      "its paired gain over the pool alone. Labeled-only generator rows are shown only when their "
                      "baseline runs equal these bit for bit, so every gain in a block is paired by classifier seed.")
@@ -546,6 +565,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--merge-from", nargs="+", default=None, help="other quality.json files to merge into this one "
                     "first (theirs are replaced by this runs dir's results for the same setting)")
     ap.add_argument("--pool-max", type=int, default=None, help="data.unlabeled_max for --pool (seeded cap)")
+    ap.add_argument("--section", default=None, help="the BENCHMARKS.md marker --write replaces (default: "
+                    "bench_quality_cpu or bench_quality_gpu; e.g. bench_quality_pool_cpu for a pool-only runs dir)")
     args = ap.parse_args(argv)
     import torch
 
@@ -559,7 +580,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         out.write_text(json.dumps(results, indent=1))
     if args.table_only:
         results = json.loads(out.read_text())
-        if fill_near_copies(args, results):
+        if fill_near_copies(args, results) | refresh_pseudo_labels(args, results):
             out.write_text(json.dumps(results, indent=1))
     else:
         for k in args.per_class:
@@ -574,7 +595,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     text = table(results, args)
     print(text)
     if args.write:
-        write_section(Path(args.write), text, "bench_quality_gpu" if gpu else "bench_quality_cpu")
+        write_section(Path(args.write), text, args.section or ("bench_quality_gpu" if gpu else "bench_quality_cpu"))
     return results
 
 

@@ -114,3 +114,20 @@ def test_genaug_plan_prints_the_plan_and_an_estimate_and_dry_run_marks_planned_v
     assert set(saved["estimate_seconds"]) == {"train", "sample", "eval", "report"}
     dry = run_cli("train-gan", "--dry-run", *args)
     assert "image_size: 32  # plan" in dry.output, dry.output
+
+
+def test_the_report_shows_the_plan_and_the_estimate_beside_the_measured_times(tmp_path):
+    from genaug.report import Doc, _plan
+
+    fp = {"source": "f", "classes": ["a", "b"], "channels": 3, "colour_share": 1.0, "train_counts": [5, 9],
+          "imbalance": 1.8, "splits": {"train": 14, "val": 4, "test": 4}, "held_out": 0, "pool": 0,
+          "near_duplicates": 0.0, "sizes": {"files": 22, "short_min": 64, "short_median": 64, "short_max": 64,
+                                            "long_max": 64, "square": True}}
+    plan = {"fingerprint": fp, "device": {"kind": "cpu", "name": "test CPU"},
+            "values": {"data.image_size": {"value": 32, "why": "files are 64 px", "from": "rule"}},
+            "estimate_seconds": {"train": 100.0, "sample": 5.0}}
+    doc = Doc(tmp_path / "assets")
+    _plan(doc, plan, {"train": {"seconds": 130.0}})
+    md = doc.markdown("t")
+    assert "## Plan" in md and "data.image_size" in md and "files are 64 px" in md
+    assert "| train | 100 | 130 |" in md and "| sample | 5 | — |" in md
