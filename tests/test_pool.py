@@ -356,3 +356,42 @@ def test_fixmatch_labeler_ties_the_train_stage_to_the_learner_not_to_row_choices
     train = lambda *extra: stage_hashes(cfg_for(tmp_path, "pool.labeler=fixmatch", *extra))["train"]
     assert train() == train("eval.mix=0.3", "eval.seeds=5")  # which rows run: not the learner
     assert train() != train("eval.fixmatch_threshold=0.9") != stage_hashes(cfg_for(tmp_path))["train"]
+
+
+def test_an_empty_or_unreadable_pool_folder_is_one_line(tmp_path, run_cli):
+    from conftest import write_image
+
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    result = run_cli("data", "info", "mnist5k", "--set", f"data.unlabeled={empty}")
+    assert result.exit_code != 0 and "holds no image files" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    bad = tmp_path / "bad"
+    write_image(bad / "ok.png")
+    (bad / "broken.png").write_bytes(b"not a png")
+    result = run_cli("data", "info", "mnist5k", "--set", f"data.unlabeled={bad}")
+    assert result.exit_code != 0 and "broken.png" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+@pytest.mark.slow
+def test_a_fixmatch_evaluation_killed_mid_row_then_rerun_equals_uninterrupted(tmp_path):
+    """The FixMatch rows keep the evaluation's kill/resume guarantee: a run killed between
+    two FixMatch steps is rerun from its start, and every row equals the uninterrupted one."""
+    from stages import VOLATILE
+
+    sets = [*POOL, "pool.threshold=0.11", "sample.per_class=4", "eval.mix=0.5"]
+    first = tmp_path / "a"
+    ok(genaug(first, "train-gan", sets=sets))
+    ok(genaug(first, "sample", sets=sets))
+    second = tmp_path / "b"
+    shutil.copytree(first, second)
+    ok(genaug(first, "eval-classifier", sets=sets))
+    n = len(read_jsonl(first / "runs/smoke/eval/rows.jsonl"))  # 20 steps each; the FixMatch arms run last
+    killed = genaug(second, "eval-classifier", fault=f"step@{20 * n - 10}", sets=sets)
+    assert killed.returncode != 0
+    ok(genaug(second, "eval-classifier", sets=sets))
+    rows = lambda base: sorted((json.dumps({k: v for k, v in r.items() if k not in VOLATILE}, sort_keys=True)
+                                for r in read_jsonl(base / "runs/smoke/eval/rows.jsonl")))
+    assert rows(first) == rows(second)
+    assert any('"arm": "fixmatch"' in r for r in rows(second))
