@@ -42,9 +42,8 @@ CPU, GPU = {"kind": "cpu", "name": "test CPU"}, {"kind": "gpu", "name": "test GP
 def test_the_rules_over_folder_shapes(tmp_path, size, mode, per_class, device, expected):
     folder = make_imagefolder(tmp_path / "f", per_class=per_class, size=size, mode=mode)
     plan = plan_of(tmp_path, folder, device=device)
-    values = {k: v["value"] for k, v in plan.items() if k != "eval.seeds"}
+    values = {k: v["value"] for k, v in plan.items()}
     assert values == expected
-    assert plan["eval.seeds"]["value"] == 5 and "val split" in plan["eval.seeds"]["why"]  # a 2-image val split
     assert all(v["why"] for v in plan.values())
 
 
@@ -71,8 +70,7 @@ def test_the_users_values_win_and_the_plan_says_whose_they_are(tmp_path):
     plan = plan_of(tmp_path, folder, "data.image_size=48")
     assert plan.cfg.data.image_size == 48 and plan.values["data.image_size"] == {
         "value": 48, "why": plan.values["data.image_size"]["why"], "from": "--set"}
-    assert plan.values["eval.seeds"]["from"] == "rule" and plan.cfg.eval.seeds == 5
-    assert plan.origins["eval.seeds"] == "plan"
+    assert plan.origins["data.image_size"] == "--set"
 
 
 def test_the_builtin_default_data_keeps_the_defaults(tmp_path):
