@@ -34,9 +34,6 @@ gan.eval_every, checkpoint  400 (the default): four evaluations of 1,600 steps
 diffusion.block_channels    (32, 64, 64) up to 32 px (the default); (64, 128, 128) above
 eval.model                  resnet_fast28 up to 32 px (the default: stages at 14, 7, 4, 2 px);
                             resnet_medium32 above (stride-1 stem, widths 32-256)
-eval.seeds                  (not registered yet) 5 when the val split has under 300 images
-                            (a noisy val split needs more paired seeds)
-==========================  ==============================================================
 
 A folder the plan cannot serve is refused with one line: a class with fewer than
 :data:`MIN_PER_CLASS` training images.
@@ -240,12 +237,6 @@ def _classifier(fp: dict, device: dict):
                            "(widths 32-256) for 28-64 px; resnet_fast28 halves the image in its stem")}
 
 
-def _seeds(fp: dict, device: dict):  # not registered yet: measure it first (issue 30)
-    if fp["splits"].get("val", 0) >= 300:
-        return None
-    return {"eval.seeds": (5, f"the val split has {fp['splits'].get('val', 0)} images (< 300): more paired seeds")}
-
-
 def refuse_unservable(fp: dict) -> None:
     """One line for data the plan cannot serve."""
     counts = fp["train_counts"]
@@ -283,7 +274,7 @@ def apply_plan(path: str | Path | None, overrides: list[str]) -> Plan:
     cfg, origins = resolve_config(path, overrides)
     fp, device = fingerprint(cfg), device_facts()
     planned = make_plan(fp, device)
-    mine = [f"{k}={json.dumps(v['value'])}" for k, v in planned.items() if k not in origins]
+    mine = [f"{k}={json.dumps(v['value'])}" for k, v in planned.items()]  # resolve_config keeps the user's keys
     if mine:
         cfg, origins = resolve_config(path, overrides, planned=mine)
     values = {k: {**v, "from": "rule" if origins.get(k, "plan") == "plan" else origins[k]} for k, v in planned.items()}
