@@ -34,6 +34,7 @@ gan.eval_every, checkpoint  400 (the default): four evaluations of 1,600 steps
 diffusion.block_channels    (32, 64, 64) up to 32 px (the default); (64, 128, 128) above
 eval.model                  resnet_fast28 up to 32 px (the default: stages at 14, 7, 4, 2 px);
                             resnet_medium32 above (stride-1 stem, widths 32-256)
+==========================  ==============================================================
 
 A folder the plan cannot serve is refused with one line: a class with fewer than
 :data:`MIN_PER_CLASS` training images.
