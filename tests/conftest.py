@@ -37,6 +37,21 @@ def imagefolder(tmp_path) -> Path:
     return make_imagefolder(tmp_path / "folder")
 
 
+def one_line_error(result, *needles: str) -> str:
+    """Assert a CLI result failed with one ``Error:`` line holding every needle (a planned
+    command prints the data's fingerprint and plan first: that block is skipped)."""
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
+    if lines[0].startswith("fingerprint: "):  # genaug.plan.describe_plan
+        lines = lines[next(i for i, ln in enumerate(lines) if ln.startswith(("plan", "estimated"))) + 1:]
+        lines = [ln for ln in lines if not ln.startswith(("  ", "estimated"))]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
 @pytest.fixture
 def run_cli():
     """Invoke the CLI in-process; returns click's Result."""

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from conftest import make_imagefolder, write_image
+from conftest import make_imagefolder, one_line_error, write_image
 
 COMMANDS = ["train-gan", "train-diffusion", "sample", "filter", "fid", "eval-classifier", "pipeline", "plan", "report",
             "weights", "data"]
@@ -14,18 +14,6 @@ def test_help_lists_every_command(run_cli):
     assert result.exit_code == 0
     for command in COMMANDS:
         assert f"  {command} " in result.output, command
-
-
-def _one_line_error(result, *needles):
-    assert result.exit_code != 0
-    assert "Traceback" not in result.output
-    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
-    if lines[0].startswith("fingerprint: "):  # a planned command prints the data's plan first (genaug.plan)
-        lines = lines[next(i for i, ln in enumerate(lines) if ln.startswith(("plan", "estimated"))) + 1:]
-        lines = [ln for ln in lines if not ln.startswith(("  ", "estimated"))]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 def test_data_info_mnist5k(run_cli):
@@ -45,7 +33,7 @@ def test_export_then_info_roundtrip(run_cli, tmp_path):
     assert "classes (10): 0, 1, 2, 3, 4, 5, 6, 7, 8, 9" in info.output
     assert "total 30 images" in info.output
     again = run_cli("data", "export", "mnist5k", str(out))
-    _one_line_error(again, "not empty")
+    one_line_error(again, "not empty")
 
 
 def test_export_all_splits_roundtrips_as_presplit(run_cli, tmp_path):
@@ -72,7 +60,7 @@ def test_bad_imagefolder_one_line_error(run_cli, tmp_path, case):
         needle = "solo"
     else:
         needle = str(root)
-    _one_line_error(run_cli("data", "info", str(root)), needle)
+    one_line_error(run_cli("data", "info", str(root)), needle)
 
 
 def test_skip_bad_images_prints_count(run_cli, tmp_path):
@@ -85,20 +73,20 @@ def test_skip_bad_images_prints_count(run_cli, tmp_path):
 
 
 def test_unknown_set_key_is_named(run_cli):
-    _one_line_error(run_cli("train-gan", "--set", "nosuch.key=1"), "nosuch.key")
+    one_line_error(run_cli("train-gan", "--set", "nosuch.key=1"), "nosuch.key")
 
 
 def test_value_out_of_range_is_named(run_cli):
-    _one_line_error(run_cli("train-gan", "--set", "gan.batch_size=1"), "gan.batch_size")
+    one_line_error(run_cli("train-gan", "--set", "gan.batch_size=1"), "gan.batch_size")
 
 
 def test_sample_and_filter_without_inputs_say_what_to_run(run_cli, tmp_path):
     sample = run_cli("sample", "--set", f"paths.runs_dir={tmp_path}", "--run", "nothing")
     assert sample.exit_code == 1
-    _one_line_error(sample, "genaug train-gan")
+    one_line_error(sample, "genaug train-gan")
     refilter = run_cli("filter", "--set", f"paths.gen_dir={tmp_path}", "--run", "nothing")
     assert refilter.exit_code == 1
-    _one_line_error(refilter, "genaug sample")
+    one_line_error(refilter, "genaug sample")
 
 
 def test_console_entry_point_has_no_traceback(tmp_path):
