@@ -32,6 +32,9 @@ class DataConfig(Section):
     real_per_class: Optional[int] = Field(None, ge=1, description="keep only K training images per class")
     imbalance: Optional[float] = Field(None, gt=0.0, le=1.0, description="long-tailed training split: the last class "
                                        "keeps this share of the largest one (exponential profile); None = as is")
+    hold_out: float = Field(0.0, ge=0.0, lt=0.9, description="set aside this share of each class's training images "
+                            "(seeded, after real_per_class / imbalance) as held-out real images: the oracle row's; "
+                            "the plan sets it when the training split is large enough (genaug.plan)")
     unlabeled: Optional[str] = Field(None, description="an unlabeled pool from the same domain: 'rest' (the training-"
                                      "pool images real_per_class / imbalance left out, labels dropped), a built-in "
                                      "source split ('fashion-mnist:train'), or a folder of images in any layout")

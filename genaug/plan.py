@@ -34,6 +34,8 @@ gan.eval_every, checkpoint  400 (the default): four evaluations of 1,600 steps
 diffusion.block_channels    (32, 64, 64) up to 32 px (the default); (64, 128, 128) above
 eval.model                  resnet_fast28 up to 32 px (the default: stages at 14, 7, 4, 2 px);
                             resnet_medium32 above (stride-1 stem, widths 32-256)
+data.hold_out               0.2 when nothing is held out yet and every class has >= 50
+                            training images: the oracle row's real images; else 0
 ==========================  ==============================================================
 
 A folder the plan cannot serve is refused with one line: a class with fewer than
@@ -58,6 +60,7 @@ from genaug.io import atomic_write_json, stable_hash
 
 MIN_PER_CLASS = 2  # below this a class has no image left to learn from once anything is held out
 CPU_SIZE, GPU_SIZE = 32, 64  # the working size a device trains generators at
+HOLD_OUT_MIN_PER_CLASS, HOLD_OUT_SHARE = 50, 0.2  # the oracle's hold-out: only where every class can spare a fifth
 NEAR_DUPLICATE_RMS = 0.02  # RMS pixel distance (in [0, 1], at 16 x 16 grey) under which two images are near-duplicates
 
 
@@ -238,6 +241,16 @@ def _classifier(fp: dict, device: dict):
                            "(widths 32-256) for 28-64 px; resnet_fast28 halves the image in its stem")}
 
 
+@rule
+def _oracle_hold_out(fp: dict, device: dict):
+    counts = fp["train_counts"]
+    if fp["held_out"] or min(counts) < HOLD_OUT_MIN_PER_CLASS:
+        return None  # held-out images exist already (real_per_class / imbalance), or too few to spare
+    return {"data.hold_out": (HOLD_OUT_SHARE, f"every class has >= {HOLD_OUT_MIN_PER_CLASS} training images and none "
+                              f"is held out: {HOLD_OUT_SHARE:.0%} of each set aside for the oracle row "
+                              "(data.hold_out=0 keeps them all in training, with no oracle)")}
+
+
 def refuse_unservable(fp: dict) -> None:
     """One line for data the plan cannot serve."""
     counts = fp["train_counts"]
@@ -374,10 +387,11 @@ def estimate(cfg: Config, fp: dict) -> dict[str, float]:
     evals = max(1, gc.steps // gc.eval_every)
     train = gc.steps * t_gan + jc.steps * t_judge + evals * gc.fid_samples * per_image * 2
     sample = k * cfg.sample.per_class * 1.5 * per_image
-    n_train = sum(fp["train_counts"])
+    planned_hold_out = 0.0 if fp["held_out"] else cfg.data.hold_out  # the fingerprint's counts are before it
+    n_train = round(sum(fp["train_counts"]) * (1 - planned_hold_out))
     mixes = len([m for m in cfg.eval.mix.split(",") if m.strip() not in ("0", "0.0")]) if cfg.eval.mix != "auto" \
         else len(ec.auto_candidates)
-    extra_rows = 1 + (1 if fp["held_out"] and ec.oracle else 0) + (2 if fp["pool"] else 0)
+    extra_rows = 1 + (1 if (fp["held_out"] or planned_hold_out) and ec.oracle else 0) + (2 if fp["pool"] else 0)
     supervised = 2 + extra_rows * mixes
 
     def row_steps(n_images: int) -> float:

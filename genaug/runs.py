@@ -12,7 +12,7 @@ from genaug.io import atomic_write_json, atomic_write_text, stable_hash
 # Settings added after runs existed, left out of every hash while they hold their "off"
 # value, so a run made before them keeps its hashes (its judge, rows and checkpoints stay
 # valid); turned on, they change the hash like any other setting.
-HASH_NEUTRAL = {"data": {"unlabeled": None, "unlabeled_max": None}, "diffusion": {"init_from": None, "long_tail": "none", "cbdm_tau": 1.0},
+HASH_NEUTRAL = {"data": {"unlabeled": None, "unlabeled_max": None, "hold_out": 0.0}, "diffusion": {"init_from": None, "long_tail": "none", "cbdm_tau": 1.0},
                 "gan": {"long_tail": "none", "gsr_weight": 0.5, "gsr_beta": 0.999}, "eval": {"replace_prob": None},
                 "judge": {"self_training": 0, "self_training_threshold": 0.95, "self_training_weight": 1.0},
                 "pool": {"labeler": "judge"}}

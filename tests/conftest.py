@@ -70,6 +70,12 @@ def _isolated_cache(tmp_path, monkeypatch):
     # The plan's time estimate times a few steps of every model: seconds per command, so
     # tests skip it; tests/test_plan.py turns it on where it is the subject.
     monkeypatch.setenv("GENAUG_NO_ESTIMATE", "1")
+    # Tests never reach the network: huggingface_hub reads HF_HUB_OFFLINE when imported,
+    # so the constant is set too (else a hub id waits ~20 s for a connection to fail).
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
 def kill_after(args: list[str], marker: Path, timeout: float = 240) -> None:

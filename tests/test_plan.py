@@ -38,6 +38,8 @@ CPU, GPU = {"kind": "cpu", "name": "test CPU"}, {"kind": "gpu", "name": "test GP
                                 "diffusion.block_channels": [64, 128, 128], "eval.model": "resnet_medium32"}),
     # 30 px is not s0 * 2^k: the nearest DCGAN size below it
     ((30, 30), "L", 6, CPU, {"data.image_size": 28}),
+    # 58 training images per class (80 - 16 test - 6 val), none held out: a fifth set aside for the oracle
+    ((16, 16), "L", 80, CPU, {"data.hold_out": 0.2}),
 ])
 def test_the_rules_over_folder_shapes(tmp_path, size, mode, per_class, device, expected):
     folder = make_imagefolder(tmp_path / "f", per_class=per_class, size=size, mode=mode)
@@ -129,3 +131,19 @@ def test_the_report_shows_the_plan_and_the_estimate_beside_the_measured_times(tm
     md = doc.markdown("t")
     assert "## Plan" in md and "data.image_size" in md and "files are 64 px" in md
     assert "| train | 100 | 130 |" in md and "| sample | 5 | — |" in md
+
+
+def test_the_planned_hold_out_feeds_the_oracle_and_leaves_val_and_test_alone(tmp_path):
+    from genaug.config import resolve_config
+    from genaug.data import load_data
+
+    folder = make_imagefolder(tmp_path / "f", per_class=80)
+    plan = plan_of(tmp_path, folder)
+    assert plan.cfg.data.hold_out == 0.2 and plan.values["data.hold_out"]["from"] == "rule"
+    planned = load_data(plan.cfg.data)
+    whole = load_data(resolve_config(None, [f"data.source={folder}"])[0].data)
+    assert planned.held_out.counts(2) == [12, 12] and planned.splits["train"].counts(2) == [46, 46]
+    assert set(planned.held_out.ids) | set(planned.splits["train"].ids) == set(whole.splits["train"].ids)
+    for name in ("val", "test"):
+        assert planned.splits[name].ids == whole.splits[name].ids
+    assert plan_of(tmp_path, folder, "data.hold_out=0").cfg.data.hold_out == 0.0  # the user may refuse it

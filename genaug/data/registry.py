@@ -82,6 +82,7 @@ def load_data(cfg: DataConfig) -> LabeledData:
         seed=cfg.split_seed,
         real_per_class=cfg.real_per_class,
         imbalance=cfg.imbalance,
+        hold_out=cfg.hold_out,
     )
     wanted = {"train": 1.0, "val": cfg.val_fraction, "test": 0.0 if "test" in raw.pools else cfg.test_fraction}
     for name, split in splits.items():

@@ -6,7 +6,8 @@ test first (only when the source has no official test split), then val. Finally
 ``real_per_class: K`` keeps K training images per class, chosen with the same seed, and
 ``imbalance: rho`` then makes the training split long-tailed: the i-th of C classes
 keeps ``round(n_max * rho ** (i / (C - 1)))`` images (at least 1), the exponential
-profile of the CIFAR-10-LT benchmarks. The val and test splits never depend on K or
+profile of the CIFAR-10-LT benchmarks. ``hold_out: h`` last sets aside a share h of each
+class's training images (every class keeps at least one) as held-out real images. The val and test splits never depend on K or
 rho, so runs at different settings share them (and test stays balanced).
 """
 
@@ -60,9 +61,11 @@ def make_splits(
     seed: int,
     real_per_class: int | None = None,
     imbalance: float | None = None,
+    hold_out: float = 0.0,
 ) -> tuple[dict[str, Split], Split]:
-    """Complete ``pools`` to train/val/test and apply ``real_per_class`` and ``imbalance``.
-    Also returns the held-out part of the training pool: the images those two left out
+    """Complete ``pools`` to train/val/test and apply ``real_per_class``, ``imbalance`` and
+    ``hold_out`` (that share of each class's remaining training images set aside).
+    Also returns the held-out part of the training pool: the images those three left out
     (never val or test), for the oracle row and the ``rest`` unlabeled pool."""
     train = pools["train"]
     out: dict[str, Split] = {}
@@ -82,6 +85,9 @@ def make_splits(
     if imbalance is not None and imbalance < 1:
         counts = {int(c): int(n) for c, n in zip(*np.unique(train.labels, return_counts=True))}
         train = subset_per_class(train, long_tail_counts(counts, imbalance), seed)
+    if hold_out > 0:
+        rest, _ = _carve(train, hold_out, np.random.default_rng([seed, 4]))
+        train = train.subset(rest)
     out["train"] = train
     kept = set(train.ids)
     held_out = pool.subset(np.array([i for i, name in enumerate(pool.ids) if name not in kept], dtype=np.int64))
