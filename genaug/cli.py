@@ -104,7 +104,7 @@ def config_options(fn: Callable | None = None, *, planned: bool = False, show_pl
 
 
 def summarise_training(out) -> str:
-    """One line on where the weights are and how good ``best/`` is."""
+    """One line on where the weights are and how good ``best/`` is, then the quality gate's."""
     import json
 
     from genaug.io import read_jsonl
@@ -119,7 +119,20 @@ def summarise_training(out) -> str:
     return (f"done: best/ = step {best['step']} {quality}"
             + (f", judge accuracy on samples {acc:.3f}" if acc is not None else "")
             + (" (below 0.8 for " + ", ".join(f"{n!r} {a:.2f}" for a, n in weak) + ")" if weak else "")
-            + f"; weights in {out}/best and {out}/last, metrics in {out}/metrics.jsonl")
+            + f"; weights in {out}/best and {out}/last, metrics in {out}/metrics.jsonl"
+            + _quality_line(out / "best"))
+
+
+def _quality_line(best) -> str:
+    """The quality gate's verdict (genaug.quality) on its own line, when it ran."""
+    import json
+
+    from genaug.quality import QUALITY, describe
+
+    if not (best / QUALITY).is_file():
+        return ""
+    result = json.loads((best / QUALITY).read_text())
+    return "\n" + describe(result, str(best / result["grid"]))
 
 
 @click.group(cls=GenaugGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

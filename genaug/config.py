@@ -124,6 +124,17 @@ class JudgeConfig(Section):
     self_training_weight: float = Field(1.0, ge=0.0, description="weight of the pool's loss in self-training")
 
 
+class QualityConfig(Section):
+    """The quality gate run on a generator's best/ after training (genaug.quality)."""
+
+    probe_images: int = Field(500, ge=8, description="real training images (and as many synthetic ones, same class "
+                              "mix) for the real-vs-synthetic probe")
+    probe_steps: int = Field(300, ge=1, description="the probe's training steps (the judge's model and trainer)")
+    probe_max: float = Field(0.95, gt=0.5, le=1.0, description="a probe test accuracy at or above this calls the "
+                             "generator not trained")
+    inception_images: int = Field(200, ge=0, description="images per side for Inception FID/KID; 0 = skip")
+
+
 class PoolConfig(Section):
     """How generators and the control rows use the unlabeled pool (``data.unlabeled``)."""
 
@@ -283,6 +294,7 @@ class Config(Section):
     diffusion: DiffusionConfig = DiffusionConfig()
     judge: JudgeConfig = JudgeConfig(lr=4e-3, steps=400)
     pool: PoolConfig = PoolConfig()
+    quality: QualityConfig = QualityConfig()
     img2img: Img2ImgConfig = Img2ImgConfig()
     sample: SampleConfig = SampleConfig(min_confidence=0.6)
     eval: EvalConfig = EvalConfig(model="resnet_fast28", lr=4e-3, batch_size=64, eval_every=50, seeds=3, mix="0.5")

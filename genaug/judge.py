@@ -48,7 +48,7 @@ def create_judge_model(name: str, *, in_chans: int, num_classes: int, image_size
     return timm.create_model(name, in_chans=in_chans, num_classes=num_classes, **kw)
 
 
-def train_judge(cfg: Config, data: LabeledData, out_dir: Path) -> dict:
+def train_judge(cfg: Config, data: LabeledData, out_dir: Path, desc: str = "judge") -> dict:
     """Train on ``data.splits['train']`` (then, with ``judge.self_training`` and a pool,
     FixMatch rounds on the pool), keep the best weights by val accuracy, save them."""
     jc = cfg.judge
@@ -76,7 +76,7 @@ def train_judge(cfg: Config, data: LabeledData, out_dir: Path) -> dict:
     train = data.splits["train"]
     images = torch.from_numpy(train.images).permute(0, 3, 1, 2)  # (N, C, H, W) uint8
     labels = torch.from_numpy(train.labels)
-    bar = progress(range(jc.steps), desc="judge", unit="step", leave=False)
+    bar = progress(range(jc.steps), desc=desc, unit="step", leave=False)
     for step in bar:
         model.train()
         idx = torch.randint(0, len(train), (jc.batch_size,), generator=gen)

@@ -349,6 +349,20 @@ def _generator(doc: Doc, cfg: Config, best: dict | None, judge: dict | None, row
         doc.p(f"Trained on the labeled split and the unlabeled pool; FID against the pool at step {last['step']}: "
               f"{last['fid_pool']:.3f} ({last['fid_pool_n_real']} pool images).")
     doc.img("training_curves.png", _curves(rows), "Training curves: losses, FID and the judge's accuracy on samples")
+    _quality(doc, cfg.run_dir() / cfg.sample.generator / "best")
+
+
+def _quality(doc: Doc, best: Path) -> None:
+    """The quality gate's verdict on best/ (genaug.quality) and its real-vs-synthetic grid."""
+    from genaug.quality import QUALITY, describe
+
+    q = _load_json(best / QUALITY)
+    if not q:
+        return
+    doc.p(describe(q, "the grid below"))
+    grid = best / q["grid"]
+    doc.img("real_vs_synthetic.png", grid.read_bytes() if grid.is_file() else None,
+            "Per class a row of real training images, then a row of the generator's (the quality gate's draws)")
 
 
 def _images(doc: Doc, cfg: Config, data, fidelity: dict | None) -> None:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from accelerate import PartialState
@@ -78,6 +80,18 @@ def _check_header(store: Store, header: dict, force: bool, replace_stale: bool =
     atomic_write_json(path, header)
 
 
+def _warn_untrained(checkpoint: Path) -> None:
+    """One line when the quality gate called this checkpoint not trained (genaug.quality)."""
+    from genaug.quality import QUALITY
+
+    q = json.loads((checkpoint / QUALITY).read_text()) if (checkpoint / QUALITY).is_file() else {}
+    if q.get("trained") is False:
+        p = q["probe"]
+        print(f"warning: the quality gate called {checkpoint} not trained (a real-vs-synthetic probe tells its images "
+              f"apart {p['accuracy']:.0%} of the time); sampling it anyway, the evaluation will show what they are worth",
+              file=sys.stderr)
+
+
 def run_sample(cfg: Config, *, which: str | None = None, force: bool = False, replace_stale: bool = False) -> dict:
     """Generate, score, filter and top up ``gen_dataset/<run>/``; returns fidelity.json.
     Images from another generator or settings are an error, or deleted first with
@@ -88,6 +102,7 @@ def run_sample(cfg: Config, *, which: str | None = None, force: bool = False, re
     gen = open_generator(cfg, which)
     ctx = _context(cfg, gen.classes)
     if state.is_main_process:
+        _warn_untrained(gen.path)
         _check_header(ctx.store, _header(cfg, gen), force, replace_stale)
         sweep_temp(ctx.store.root)
         ctx.store.clean(ctx.store.read_rows(scored=True))
