@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import warnings
 from contextlib import redirect_stdout
 from pathlib import Path
 from unittest import mock
@@ -64,7 +65,9 @@ def convert_inception(torchscript: Path) -> dict[str, torch.Tensor]:
     """Map the TorchScript's conv/BN tensors onto torch-fidelity's state dict, in order."""
     from torch_fidelity.feature_extractor_inceptionv3 import BasicConv2d
 
-    source = torch.jit.load(str(torchscript), map_location="cpu").state_dict()
+    with warnings.catch_warnings():  # torch deprecates jit.load; the shipped weights are TorchScript
+        warnings.simplefilter("ignore", FutureWarning)
+        source = torch.jit.load(str(torchscript), map_location="cpu").state_dict()
     prefixes = [k[: -len(".weight")] for k in source if k.endswith(".weight")]
     target = empty_fidelity_inception()
     convs = [m for _, m in target.named_modules() if isinstance(m, BasicConv2d)]
