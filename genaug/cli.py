@@ -362,7 +362,8 @@ def data_info_cmd(cfg: Config, source: str) -> None:
     data_cfg = _source_data(cfg, source)
     data = load_data(data_cfg)
     click.echo(describe(data))
-    click.echo(describe_fingerprint(fingerprint(cfg.model_copy(update={"data": data_cfg}))))
+    native = data if data_cfg.image_size is None else None  # the fingerprint describes the files' own size
+    click.echo(describe_fingerprint(fingerprint(cfg.model_copy(update={"data": data_cfg}), native)))
 
 
 @data_group.command("export")

@@ -49,16 +49,20 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from genaug.config import Config, resolve_config
 from genaug.errors import DataError
 from genaug.io import atomic_write_json, stable_hash
+
+if TYPE_CHECKING:
+    from genaug.data.base import LabeledData
 
 MIN_PER_CLASS = 2  # below this a class has no image left to learn from once anything is held out
 CPU_SIZE, GPU_SIZE = 32, 64  # the working size a device trains generators at
@@ -119,12 +123,14 @@ def near_duplicate_share(images: np.ndarray, limit: int = 10000) -> float:
     return round(float(dup.float().mean()), 4)
 
 
-def fingerprint(cfg: Config) -> dict:
-    """What the configured data is (see the module docstring); cached in the run directory."""
+def fingerprint(cfg: Config, data: LabeledData | None = None) -> dict:
+    """What the configured data is (see the module docstring); cached in the run directory.
+    ``data``: the source already loaded at its native size (``data.image_size`` None), so
+    a caller that has it does not load it twice."""
     from genaug.data import load_data
-    from genaug.data.registry import SOURCES, _resolve
+    from genaug.data.registry import SOURCES, resolve_source
 
-    _resolve(cfg.data)  # registers the built-ins; an unknown name fails here with one line
+    resolve_source(cfg.data)  # registers the built-ins; an unknown name fails here with one line
     folder = None if cfg.data.source in SOURCES else Path(cfg.data.source).expanduser()
     files, listing = _folder_listing(folder) if folder is not None and folder.is_dir() else ([], "")
     dump = cfg.data.model_dump(mode="json")
@@ -135,7 +141,8 @@ def fingerprint(cfg: Config) -> dict:
         old = json.loads(path.read_text())
         if old.get("key") == key:
             return old
-    data = load_data(cfg.data.model_copy(update={"image_size": None}))
+    if data is None:
+        data = load_data(cfg.data.model_copy(update={"image_size": None}))
     if folder is not None:
         short, long, colour = _raw_shapes(files)
     else:  # array sources hold one size
@@ -325,7 +332,7 @@ def _get(cfg: Config, dotted: str) -> Any:
 
 # --------------------------------------------------------------------------- estimate
 
-def _time_steps(step: Callable[[], None], n: int = 3) -> float:
+def _time_steps(step: Callable[[], None], n: int = 6) -> float:
     """Seconds per call of ``step`` (one untimed warm-up, then the mean of ``n``)."""
     step()
     t0 = time.perf_counter()
@@ -339,8 +346,14 @@ def estimate(cfg: Config, fp: dict) -> dict[str, float]:
 
     * train: ``gan.steps`` x one D + G step (batch ``gan.batch_size``, at the working
       size), plus ``judge.steps`` x one judge step, plus per evaluation (every
-      ``gan.eval_every``) ``fid_samples`` images generated and scored.
-    * sample: classes x ``per_class`` x 1.5 candidates generated and scored.
+      ``gan.eval_every``) ``fid_samples`` images generated and scored, plus the quality
+      gate (``quality.probe_steps`` judge steps, the probe's images generated, and
+      ``quality.inception_images`` per side through InceptionV3).
+    * sample: classes x ``per_class`` x 3 candidates generated, judged, written as PNG
+      and read back as ``sample`` does (3 tried per kept image: the 64 px photos folder
+      measured 3.0), plus the per-class FID's pass over the kept and training images.
+    * every command: its start (imports, loading the data), measured as this process's
+      age when the estimate starts.
     * eval: per seed, naive + strong + (synthetic, oracle when held-out images exist,
       pool rows with a pool) at each share, plus five augmentation candidates once,
       each row ``min(cap, 1.5 x (lr_cuts + 1) x patience x eval_every)`` classifier steps
@@ -353,6 +366,7 @@ def estimate(cfg: Config, fp: dict) -> dict[str, float]:
     from genaug.evaluate.classifier import create_classifier
     from genaug.generators.dcgan import Discriminator, Generator
     from genaug.judge import create_judge_model
+    from genaug.synthetic.store import KEPT, Store, image_id
 
     size = cfg.data.image_size or fp["sizes"]["short_median"]
     ch, k = fp["channels"], len(fp["classes"])
@@ -384,11 +398,22 @@ def estimate(cfg: Config, fp: dict) -> dict[str, float]:
         loss.backward()
         jopt.step()
 
-    def score():  # generate and judge 256 images
+    scratch = tempfile.TemporaryDirectory(prefix="genaug-estimate-")
+    store = Store(scratch.name, [str(c) for c in range(k)])
+    for c in range(k):
+        (Path(scratch.name) / KEPT / store.dirs[c]).mkdir(parents=True, exist_ok=True)
+
+    def score():  # generate and judge 64 images, write each as sample does (PNG, fsync) and read it back
+        labels = torch.randint(0, k, (64,))
         with torch.no_grad():
             judge.eval()
-            judge(G(torch.randn(256, gc.z_dim), torch.randint(0, k, (256,))))
+            images = G(torch.randn(64, gc.z_dim), labels)
+            judge(images)
             judge.train()
+        pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        for i, (img, c) in enumerate(zip(pixels, labels.tolist())):
+            store.write_png(img, c, image_id(c, i), kept=True)
+            store.read_png(c, image_id(c, i))
 
     model, spec = create_classifier(ec, num_classes=k, channels=ch, data_size=size)
     copt = torch.optim.AdamW(model.parameters())
@@ -400,11 +425,24 @@ def estimate(cfg: Config, fp: dict) -> dict[str, float]:
         loss.backward()
         copt.step()
 
+    start = _process_age()
     t_gan, t_judge, t_score, t_cls = (_time_steps(f) for f in (gan_step, judge_step, score, cls_step))
-    per_image = t_score / 256
+    qc = cfg.quality
+    t_inception = 0.0
+    if qc.inception_images:
+        from genaug.weights import empty_fidelity_inception
+
+        inception = empty_fidelity_inception()  # torch-fidelity's InceptionV3, untrained: the same arithmetic
+        batch = torch.randint(0, 256, (8, 3, size, size), dtype=torch.uint8)
+        with torch.no_grad():
+            t_inception = _time_steps(lambda: inception(batch), n=2) / 8
+    scratch.cleanup()
+    per_image = t_score / 64
     evals = max(1, gc.steps // gc.eval_every)
-    train = gc.steps * t_gan + jc.steps * t_judge + evals * gc.fid_samples * per_image * 2
-    sample = k * cfg.sample.per_class * 1.5 * per_image
+    gate = qc.probe_steps * t_judge + 2 * qc.probe_images * per_image + 2 * qc.inception_images * t_inception
+    train = start + gc.steps * t_gan + jc.steps * t_judge + evals * gc.fid_samples * per_image * 2 + gate
+    kept = k * cfg.sample.per_class
+    sample = start + 3 * kept * per_image + (kept + sum(fp["train_counts"])) * per_image
     planned_hold_out = 0.0 if fp["held_out"] else cfg.data.hold_out  # the fingerprint's counts are before it
     n_train = round(sum(fp["train_counts"]) * (1 - planned_hold_out))
     mixes = len([m for m in cfg.eval.mix.split(",") if m.strip() not in ("0", "0.0")]) if cfg.eval.mix != "auto" \
@@ -420,8 +458,19 @@ def estimate(cfg: Config, fp: dict) -> dict[str, float]:
     steps = 5 * row_steps(n_train) + ec.seeds * (2 * row_steps(n_train) + (supervised - 2) * row_steps(n_train + syn))
     if fp["pool"] and ec.fixmatch:
         steps += ec.seeds * (1 + mixes) * (1 + 2 * ec.fixmatch_mu) * row_budget(ec, n_train + fp["pool"]).cap
-    evaluation = steps * t_cls
+    evaluation = start + steps * t_cls
     return {"train": round(train, 1), "sample": round(sample, 1), "eval": round(evaluation, 1), "report": 5.0}
+
+
+def _process_age() -> float:
+    """Seconds since this process started (imports, config, data and fingerprint so far):
+    what every command pays before its work; 5 s where the OS does not say."""
+    try:
+        import psutil
+
+        return max(0.0, time.time() - psutil.Process().create_time())
+    except Exception:  # noqa: BLE001 - an estimate, not a measurement anyone relies on
+        return 5.0
 
 
 # --------------------------------------------------------------------------- the plan file
@@ -432,7 +481,7 @@ def cached_estimate(plan: Plan) -> dict[str, float]:
     skips it (no timed steps; the plan is still made and printed)."""
     cfg = plan.cfg
     key = stable_hash({"cfg": cfg.model_dump(mode="json", include={"data", "gan", "judge", "sample", "eval"}),
-                       "fp": plan.fingerprint["key"], "device": plan.device, "v": 1})
+                       "fp": plan.fingerprint["key"], "device": plan.device, "v": 2})
     if os.environ.get("GENAUG_NO_ESTIMATE"):
         return {}
     path = cfg.run_dir() / "plan.json"

@@ -56,7 +56,9 @@ def conform(images: np.ndarray, *, channels: int | None, size: int | None) -> np
     return out
 
 
-def _resolve(cfg: DataConfig) -> SourceFn:
+def resolve_source(cfg: DataConfig) -> SourceFn:
+    """The loader for ``cfg.source``: a registered name, else the ImageFolder loader for a
+    path; an unknown name is one line."""
     # Import for the side effect of registering the built-in sources.
     from genaug.data import builtin, imagefolder  # noqa: F401
 
@@ -71,7 +73,7 @@ def _resolve(cfg: DataConfig) -> SourceFn:
 
 def load_data(cfg: DataConfig) -> LabeledData:
     """Load a source and give it fixed, seeded train/val/test splits."""
-    raw = _resolve(cfg)(cfg)
+    raw = resolve_source(cfg)(cfg)
     if len(raw.classes) < 2:
         raise DataError(f"data source '{cfg.source}' has {len(raw.classes)} class(es) {raw.classes}; need at least 2")
     pools = {k: Split(conform(s.images, channels=cfg.channels, size=cfg.image_size), s.labels, s.ids) for k, s in raw.pools.items()}

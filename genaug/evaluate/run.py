@@ -230,7 +230,8 @@ def sensitivity(metrics: dict, cfg: Config) -> dict:
     if not oracle or not oracle.get("settings"):
         return {"detectable": None, "text": "No oracle row (no held-out real labeled images): this evaluation cannot "
                 "say how large a gain it could detect. Set eval.oracle_dir to a folder of extra labeled real images, "
-                "or hold some out with data.real_per_class."}
+                "or hold a share of each class out with --set data.hold_out=0.2 (the plan does so when every class has "
+                "50 or more training images)."}
     by_mix = {}
     for o in oracle["settings"]:
         g = o["gain_acc"]
