@@ -2,7 +2,7 @@
 test accuracy on sets whose answer is known, next to trained generators.
 
     python scripts/bench_quality_gate.py --run-dir runs/default [--set KEY=VALUE ...]
-                                         [--write BENCHMARKS.md]
+                                         [--store quality_gate.json] [--write BENCHMARKS.md]
 
 For the run's data (its ``config.yaml``, with ``--set`` on top) the probe of
 :mod:`genaug.quality` separates, with the run's quality settings:
@@ -13,8 +13,8 @@ For the run's data (its ``config.yaml``, with ``--set`` on top) the probe of
 * real vs the run's generator ``best/`` (each kind found under the run directory), as
   the gate itself sees it (its ``quality.json``, computed when missing).
 
-Rows accumulate in ``<run-dir>/../quality_gate.json`` keyed by run, so several runs
-(the default data, user folders) make one table.
+Rows accumulate in ``--store`` (default ``<run-dir>/../quality_gate.json``) keyed by
+the run directory, so several runs (the default data, user folders) make one table.
 """
 
 from __future__ import annotations
@@ -86,10 +86,12 @@ def main() -> None:
     ap.add_argument("--run-dir", required=True, type=Path)
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--write", default=None, help="markdown file whose bench_quality_gate section is replaced")
+    ap.add_argument("--store", type=Path, default=None, help="the JSON file rows accumulate in (default: "
+                    "<run-dir>/../quality_gate.json); give several runs one store to make one table")
     args = ap.parse_args()
-    store = args.run_dir.resolve().parent / "quality_gate.json"
+    store = args.store or args.run_dir.resolve().parent / "quality_gate.json"
     results = json.loads(store.read_text()) if store.is_file() else {}
-    results[args.run_dir.name] = measure(args.run_dir, args.set)
+    results[str(args.run_dir.resolve())] = measure(args.run_dir, args.set)
     store.write_text(json.dumps(results, indent=1))
     text = table(results)
     print(text)
