@@ -129,7 +129,9 @@ class QualityConfig(Section):
 
     probe_images: int = Field(500, ge=8, description="real training images (and as many synthetic ones, same class "
                               "mix) for the real-vs-synthetic probe")
-    probe_steps: int = Field(300, ge=1, description="the probe's training steps (the judge's model and trainer)")
+    probe_steps: int = Field(40, ge=1, description="the probe's training steps (the judge's model and trainer): a "
+                             "weak probe on purpose, which separates noise-like images at once and usable but "
+                             "imperfect ones only partly (a long-trained probe separates every DCGAN measured)")
     probe_max: float = Field(0.95, gt=0.5, le=1.0, description="a probe test accuracy at or above this calls the "
                              "generator not trained")
     inception_images: int = Field(200, ge=0, description="images per side for Inception FID/KID; 0 = skip")

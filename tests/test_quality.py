@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from genaug.config import load_config
+from genaug.config import QualityConfig, load_config
 from genaug.data import load_data
 from genaug.quality import GRID, QUALITY, realism_probe
 from stages import SMOKE
@@ -17,7 +17,7 @@ def _real(n: int):
     cfg = load_config(SMOKE, ["data.real_per_class=200"])
     train = load_data(cfg.data).splits["train"]
     pick = np.random.default_rng(0).permutation(len(train))[:n]  # both halves in the same class mix
-    return cfg.model_copy(update={"quality": cfg.quality.model_copy(update={"probe_steps": 60})}), train.images[pick]
+    return cfg.model_copy(update={"quality": QualityConfig()}), train.images[pick]  # the gate's defaults, not smoke's
 
 
 def test_the_probe_cannot_tell_real_from_real_and_tells_noise_at_once():
@@ -34,7 +34,7 @@ def test_an_untrained_generator_is_called_so_after_training(tmp_path, run_cli):
     """The smoke GAN (6 steps) draws grey blobs: its judge FID is a number, but the probe
     separates its images from real ones, and the summary says it is not trained."""
     sets = ["--set", f"paths.runs_dir={tmp_path}/runs", "--set", "quality.probe_images=40", "--set",
-            "quality.probe_steps=30"]
+            f"quality.probe_steps={QualityConfig().probe_steps}"]
     result = run_cli("train-gan", "--config", str(SMOKE), *sets)
     assert result.exit_code == 0, result.output
     best = tmp_path / "runs" / "smoke" / "gan" / "best"
