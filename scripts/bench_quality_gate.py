@@ -2,7 +2,8 @@
 test accuracy on sets whose answer is known, next to trained generators.
 
     python scripts/bench_quality_gate.py --run-dir runs/default [--set KEY=VALUE ...]
-                                         [--store quality_gate.json] [--write BENCHMARKS.md]
+                                         [--probe-steps 150 300] [--store quality_gate.json]
+                                         [--write BENCHMARKS.md]
 
 For the run's data (its ``config.yaml``, with ``--set`` on top) the probe of
 :mod:`genaug.quality` separates, with the run's quality settings:
@@ -11,7 +12,10 @@ For the run's data (its ``config.yaml``, with ``--set`` on top) the probe of
   probe should be at chance, 0.5);
 * real vs uniform noise (it should be at 1.0);
 * real vs the run's generator ``best/`` (each kind found under the run directory), as
-  the gate itself sees it (its ``quality.json``, computed when missing).
+  the gate itself sees it (its ``quality.json``, computed when missing);
+* with ``--probe-steps``, the same three pairs through probes of other lengths: a probe
+  trained long enough separates every DCGAN, usable ones too, so the gate's probe is a
+  short one (how its length was chosen).
 
 Rows accumulate in ``--store`` (default ``<run-dir>/../quality_gate.json``) keyed by
 the run directory, so several runs (the default data, user folders) make one table.
@@ -30,12 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def measure(run_dir: Path, sets: list[str]) -> dict:
+def measure(run_dir: Path, sets: list[str], sweep: list[int]) -> dict:
     import numpy as np
 
     from genaug.config import load_config
     from genaug.data import load_data
-    from genaug.quality import assess, realism_probe
+    from genaug.quality import assess, gate_images, realism_probe
+    from genaug.synthetic.generators import open_generator
 
     cfg = load_config(run_dir / "config.yaml", sets)
     data = load_data(cfg.data)
@@ -49,14 +54,25 @@ def measure(run_dir: Path, sets: list[str]) -> dict:
         halves["b"] += idx[len(idx) // 2 : 2 * (len(idx) // 2)]
     a, b = train.images[np.array(halves["a"][:n])], train.images[np.array(halves["b"][:n])]
     noise = np.random.default_rng(0).integers(0, 256, size=a.shape, dtype=np.uint8)
-    rows = {"real vs real (two halves of the training split)": realism_probe(cfg, a, b),
-            "real vs uniform noise": realism_probe(cfg, a, noise)}
-    for kind in ("gan", "diffusion"):
-        best = run_dir / kind / "best"
-        if (best / "genaug.json").is_file():
-            q = assess(cfg.model_copy(update={"sample": cfg.sample.model_copy(update={"generator": kind})}), best, data)
+    rows = {}
+    for steps in sorted({cfg.quality.probe_steps, *sweep}):
+        c = cfg.model_copy(update={"quality": cfg.quality.model_copy(update={"probe_steps": steps})})
+        gate = steps == cfg.quality.probe_steps
+        rows[f"real vs real (two halves of the training split), {steps} steps"] = realism_probe(c, a, b)
+        rows[f"real vs uniform noise, {steps} steps"] = realism_probe(c, a, noise)
+        for kind in ("gan", "diffusion"):
+            best = run_dir / kind / "best"
+            if not (best / "genaug.json").is_file():
+                continue
+            ck = c.model_copy(update={"sample": c.sample.model_copy(update={"generator": kind})})
             step = json.loads((best / "genaug.json").read_text())["step"]
-            rows[f"real vs {kind} best/ (step {step})"] = {**q["probe"], "inception": q.get("inception")}
+            name = f"real vs {kind} best/ (step {step}), {steps} steps"
+            if gate:  # the gate itself, as training ran it (with Inception FID/KID)
+                q = assess(ck, best, data)
+                rows[name + " (the gate)"] = {**q["probe"], "inception": q.get("inception")}
+            else:  # the same draws, a probe of another length
+                real, fake, _ = gate_images(ck, open_generator(ck, str(best)), data)
+                rows[name] = realism_probe(ck, real.permute(0, 2, 3, 1).numpy(), fake.permute(0, 2, 3, 1).numpy())
     return {"run": str(run_dir), "source": cfg.data.source, "size": data.image_size, "channels": data.channels,
             "classes": data.num_classes, "train": len(train), "probe_max": cfg.quality.probe_max, "rows": rows,
             "date": time.strftime("%Y-%m-%d"), "device": f"{platform.machine()} CPU",
@@ -67,14 +83,16 @@ def table(results: dict) -> str:
     lines = ["### The quality gate's probe on known answers (issue 30)", "",
              "`scripts/bench_quality_gate.py`: the real-vs-synthetic probe of `genaug.quality` (the judge's model "
              "trained to tell real from synthetic on half of each side, best step on a quarter, accuracy on the last "
-             "quarter, Wilson 95% interval). A generator is called not trained at probe accuracy >= the threshold.",
-             "", "| data | pair | probe test accuracy [95% CI] | test images | Inception FID / KID |", "|---|---|---|---|---|"]
+             "quarter, Wilson 95% interval). A generator is called not trained at probe accuracy >= the threshold "
+             "(quality.probe_max 0.95) with the gate's probe length (quality.probe_steps, marked 'the gate').",
+             "", "| data | pair | probe steps | probe test accuracy [95% CI] | test images | Inception FID / KID |",
+             "|---|---|---|---|---|---|"]
     for r in results.values():
         what = f"{r['source']} ({r['size']} px, {r['channels']} ch, {r['classes']} classes, {r['train']} train)"
         for name, p in r["rows"].items():
             inc = p.get("inception") or {}
             fid = f"{inc['fid']:.3g} / {inc['kid']:.3g} ({inc['n_fake']} vs {inc['n_real']})" if "fid" in inc else ""
-            lines.append(f"| {what} | {name} | {p['accuracy']:.3f} [{p['ci95'][0]:.3f}, {p['ci95'][1]:.3f}] | "
+            lines.append(f"| {what} | {name} | {p['steps']} | {p['accuracy']:.3f} [{p['ci95'][0]:.3f}, {p['ci95'][1]:.3f}] | "
                          f"{p['n_test']} | {fid} |")
     cmds = sorted({f"`{r['command']}` ({r['device']}, {r['date']})" for r in results.values()})
     lines += ["", "Commands: " + "; ".join(cmds) + "."]
@@ -83,16 +101,22 @@ def table(results: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run-dir", required=True, type=Path)
+    ap.add_argument("--run-dir", type=Path, help="the run to measure (not needed with --table-only)")
+    ap.add_argument("--table-only", action="store_true", help="rebuild the table from --store without measuring")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--write", default=None, help="markdown file whose bench_quality_gate section is replaced")
+    ap.add_argument("--probe-steps", type=int, nargs="*", default=[], help="probe lengths to measure beside the "
+                    "gate's quality.probe_steps (how the gate's length was chosen)")
     ap.add_argument("--store", type=Path, default=None, help="the JSON file rows accumulate in (default: "
                     "<run-dir>/../quality_gate.json); give several runs one store to make one table")
     args = ap.parse_args()
+    if args.run_dir is None and not (args.table_only and args.store):
+        ap.error("--run-dir is needed (or --table-only with --store)")
     store = args.store or args.run_dir.resolve().parent / "quality_gate.json"
     results = json.loads(store.read_text()) if store.is_file() else {}
-    results[str(args.run_dir.resolve())] = measure(args.run_dir, args.set)
-    store.write_text(json.dumps(results, indent=1))
+    if not args.table_only:
+        results[str(args.run_dir.resolve())] = measure(args.run_dir, args.set, args.probe_steps)
+        store.write_text(json.dumps(results, indent=1))
     text = table(results)
     print(text)
     if args.write:
