@@ -154,8 +154,10 @@ def cli() -> None:
 def train_gan_cmd(cfg: Config, resume: bool) -> None:
     """Train the class-conditional DCGAN (SPEC §3)."""
     from genaug.generators.gan_train import train_gan
+    from genaug.quality import gate_after_training
 
     out = train_gan(cfg, resume=resume)
+    gate_after_training(cfg, out)
     click.echo(summarise_training(out))
 
 
@@ -165,8 +167,10 @@ def train_gan_cmd(cfg: Config, resume: bool) -> None:
 def train_diffusion_cmd(cfg: Config, resume: bool) -> None:
     """Train the class-conditional diffusion model (SPEC §3)."""
     from genaug.generators.diffusion_train import train_diffusion
+    from genaug.quality import gate_after_training
 
     out = train_diffusion(cfg, resume=resume)
+    gate_after_training(cfg, out)
     click.echo(summarise_training(out))
 
 

@@ -85,7 +85,9 @@ class Trainer:
 
 def _trained(module: str, fn: str) -> Callable[[Config, bool], None]:
     def train(cfg: Config, resume: bool) -> None:
-        getattr(importlib.import_module(module), fn)(cfg, resume=resume)
+        from genaug.quality import gate_after_training
+
+        gate_after_training(cfg, getattr(importlib.import_module(module), fn)(cfg, resume=resume))
 
     return train
 

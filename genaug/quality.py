@@ -154,6 +154,18 @@ def assess(cfg: Config, best: Path, data: LabeledData | None = None) -> dict:
     return result
 
 
+def gate_after_training(cfg: Config, out: Path) -> None:
+    """The gate on ``out/best`` once a generator's training has returned, in the main
+    process only (the others wait). Called by whoever ran the training (the CLI, the
+    pipeline), so the trainers do not import this module, which opens generators."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.is_main_process and (out / "best" / "genaug.json").is_file():
+        assess(cfg, out / "best")
+    state.wait_for_everyone()
+
+
 def describe(result: dict, grid: str) -> str:
     """The verdict in one line; ``grid`` says where the real-vs-synthetic grid is."""
     p = result["probe"]

@@ -461,15 +461,6 @@ def start_run(cfg: Config, data, accelerator: Accelerator, out: Path, *, resume:
     accelerator.wait_for_everyone()
 
 
-def finish_run(cfg: Config, data, accelerator: Accelerator, out: Path) -> None:
-    """After the last step, on rank 0: the quality gate on ``best/`` (:mod:`genaug.quality`)."""
-    if accelerator.is_main_process and (out / "best").is_dir():
-        from genaug.quality import assess
-
-        assess(cfg, out / "best", data)
-    accelerator.wait_for_everyone()
-
-
 def resume_run(accelerator: Accelerator, out: Path, *, extra: dict, state: TrainState) -> None:
     """Load the newest checkpoint (if any) and drop metric rows written after it."""
     step = resume_latest(accelerator, out / "checkpoints", extra=extra, state=state)

@@ -24,7 +24,7 @@ from genaug.data import LabeledData, load_data
 from genaug.generators.diffusion import build_unet, noise_scheduler, sample
 from genaug.io import atomic_write_json, replace_dir, staging_dir
 from genaug.runs import config_hash
-from genaug.training import (FiniteWatch, GeneratorSet, TrainState, due, eval_labels, finish_run, generator_set, log_metrics,
+from genaug.training import (FiniteWatch, GeneratorSet, TrainState, due, eval_labels, generator_set, log_metrics,
                              make_accelerator, run_steps, save_checkpoint, score_samples, set_indices, step_generator,
                              start_run, resume_run)
 
@@ -185,7 +185,6 @@ def train_diffusion(cfg: Config, *, resume: bool = False) -> Path:
         resume_run(accelerator, out, extra=extra, state=state)
     accelerator.init_trackers("diffusion")
     _loop(cfg, data, generator_set(cfg, data, null=data.num_classes, balance=cfg.diffusion.class_balance), accelerator, parts, state, out, extra)
-    finish_run(cfg, data, accelerator, out)
     accelerator.end_training()
     return out
 

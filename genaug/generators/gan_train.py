@@ -21,7 +21,7 @@ from genaug.generators.dcgan import (Discriminator, Generator, aux_loss, d_loss,
                                      gsr_penalty)
 from genaug.generators.diffaugment import diff_augment, parse_policy
 from genaug.runs import config_hash
-from genaug.training import (FiniteWatch, GeneratorSet, TrainState, due, eval_labels, finish_run, generator_set, log_metrics,
+from genaug.training import (FiniteWatch, GeneratorSet, TrainState, due, eval_labels, generator_set, log_metrics,
                              make_accelerator, run_steps, save_checkpoint, score_samples, set_indices, step_generator,
                              to_uint8, start_run, resume_run)
 
@@ -184,7 +184,6 @@ def train_gan(cfg: Config, *, resume: bool = False) -> Path:
         resume_run(accelerator, out, extra={"ema": parts.ema}, state=state)
     accelerator.init_trackers("gan")
     _loop(cfg, data, generator_set(cfg, data, null=None, balance=cfg.gan.class_balance), accelerator, parts, state, out)
-    finish_run(cfg, data, accelerator, out)
     accelerator.end_training()
     return out
 
