@@ -19,6 +19,9 @@ For each K (real images per class) and generator, with ``configs/bench_fmnist.ya
 (the rule of ``--mix auto``); its row reports that share's test accuracy. Every gain
 is paired by classifier seed against the baseline of the same K. Each stage resumes
 from what its files hold, so an interrupted benchmark is rerun with the same command.
+``--data default`` runs the same on the built-in default data (MNIST-5k, long-tailed) and
+its own split, as one setting ``default`` beside the K's (runs ``default_<gen>...``; with
+``--pool rest`` the pool is the training-pool digits the long tail left out).
 Results are merged into ``<runs-dir>/quality.json`` by (K, generator), each with the
 command, device and date that produced it, so GAN and diffusion rows may come from
 separate invocations; ``--write`` replaces the section of BENCHMARKS.md between the
@@ -44,10 +47,11 @@ MIXES = (0.1, 0.3, 0.5)
 METRIC_KEYS = ("settings", "seeds", "real", "synthetic", "model", "steps", "batch_size", "baselines", "arms", "oracle",
                "pool", "fixmatch", "teacher", "budget")
 CONFIG = "configs/bench_fmnist.yaml"
+DEFAULT = "default"  # the setting "k" of --data default: the built-in default data, its own split
 
 
 def genaug(args, *argv: str, log: Path) -> None:
-    cmd = [sys.executable, "-m", "genaug", *argv, "--config", args.config,
+    cmd = [sys.executable, "-m", "genaug", *argv, *(["--config", args.config] if args.config else []),
            "--set", f"paths.runs_dir={args.runs_dir}", "--set", f"paths.gen_dir={args.runs_dir}/gen_dataset"]
     cmd += [a for kv in args.set or [] for a in ("--set", kv)]
     print("$ genaug " + " ".join(argv), file=sys.stderr, flush=True)
@@ -65,14 +69,28 @@ def kshot_train(args, k: int):
 
     from genaug.data import load_data
 
-    data = load_data(_cfg(args, k, f"fm_k{k}").data)
+    data = load_data(_cfg(args, k, prefix(k)).data)
     return torch.from_numpy(data.splits["train"].images).permute(0, 3, 1, 2), data.classes
 
 
-def _cfg(args, k: int, run: str):
+def split_sets(k: int | str) -> list[str]:
+    """The overrides that make the training split of setting ``k``: K images per class,
+    or nothing for ``default`` (the config's own split: the built-in long-tailed MNIST-5k)."""
+    return [] if k == DEFAULT else [f"data.real_per_class={k}"]
+
+
+def prefix(k: int | str) -> str:
+    return "default" if k == DEFAULT else f"fm_k{k}"
+
+
+def split_label(k: int | str) -> str:
+    return "the default data (MNIST-5k, long-tailed)" if k == DEFAULT else f"fashion-mnist train, {k} per class"
+
+
+def _cfg(args, k: int | str, run: str):
     from genaug.config import load_config
 
-    return load_config(args.config, [f"data.real_per_class={k}", f"run={run}", f"paths.runs_dir={args.runs_dir}",
+    return load_config(args.config, [*split_sets(k), f"run={run}", f"paths.runs_dir={args.runs_dir}",
                                      f"paths.gen_dir={args.runs_dir}/gen_dataset", *(args.set or [])])
 
 
@@ -101,7 +119,7 @@ def fid_columns(args, run: str, k: int, gen_run: str, ids_hash: str, real, class
                 keep = np.sort(np.random.default_rng(0).permutation(len(rows))[: args.fid_images])  # a seeded subset
                 fake = torch.stack([store.read_png(rows[i]["label"], rows[i]["id"]) for i in keep])
             m = fidelity(fake, real[: args.fid_images], extractor=extractor,
-                         judge_dir=Path(args.runs_dir) / run / "judge", reference=f"fashion-mnist train, {k} per class")
+                         judge_dir=Path(args.runs_dir) / run / "judge", reference=split_label(k))
             cache[key] = {"fid": m["fid"], "kid": m["kid_mean"], "kid_std": m["kid_std"], "n_fake": m["n_fake"],
                           "n_real": m["n_real"]}
             atomic_write_json(cache_path, cache)
@@ -181,8 +199,8 @@ def run_names(k: int, gen: str, pool: bool = False) -> dict[str, str]:
     """The run directories of one (K, generator) setting, by synthetic set (a pool-trained
     generator has its filtered set only)."""
     if pool:
-        return {"filtered": f"fm_k{k}_{gen}_pool"}
-    return {"filtered": f"fm_k{k}_{gen}", "unfiltered": f"fm_k{k}_{gen}_unfiltered"}
+        return {"filtered": f"{prefix(k)}_{gen}_pool"}
+    return {"filtered": f"{prefix(k)}_{gen}", "unfiltered": f"{prefix(k)}_{gen}_unfiltered"}
 
 
 def pool_sets(args) -> list[str]:
@@ -217,7 +235,7 @@ def pool_setting(args, k: int, gen: str) -> dict:
     """A generator trained on the K-shot split + the unlabeled pool, evaluated with the
     pool's control rows (pseudo-labeled pool, pool + synthetic) and the oracle."""
     run = run_names(k, gen, pool=True)["filtered"]
-    common = ["--set", f"data.real_per_class={k}", "--set", f"sample.generator={gen}", "--set", f"eval.seeds={args.seeds}",
+    common = [*(a for kv in split_sets(k) for a in ("--set", kv)), "--set", f"sample.generator={gen}", "--set", f"eval.seeds={args.seeds}",
               "--set", f"seed={args.seed}", *pool_sets(args)]
     log = Path(args.runs_dir) / f"{run}.log"
     t0 = time.perf_counter()
@@ -237,7 +255,7 @@ def pool_setting(args, k: int, gen: str) -> dict:
 def one_setting(args, k: int, gen: str) -> dict:
     """Filtered and unfiltered synthetic sets of one generator at one K, evaluated."""
     run, unf = run_names(k, gen).values()
-    common = ["--set", f"data.real_per_class={k}", "--set", f"sample.generator={gen}", "--set", f"eval.seeds={args.seeds}",
+    common = [*(a for kv in split_sets(k) for a in ("--set", kv)), "--set", f"sample.generator={gen}", "--set", f"eval.seeds={args.seeds}",
               "--set", f"seed={args.seed}"]
     log = Path(args.runs_dir) / f"{run}.log"
     t0 = time.perf_counter()
@@ -264,7 +282,7 @@ def noise_set(args, k: int, folder: Path) -> Path:
 
     from genaug.io import class_dirs
 
-    cfg = _cfg(args, k, f"fm_k{k}_noise")
+    cfg = _cfg(args, k, f"{prefix(k)}_noise")
     _, classes = kshot_train(args, k)
     rng = np.random.default_rng(args.seed)
     for name in class_dirs(classes):
@@ -281,9 +299,10 @@ def noise_setting(args, k: int) -> dict:
     """The instrument check: the strong baseline, the oracle (held-out real images) and
     uniform noise as the synthetic set, in the same evaluation. A sound instrument shows
     the oracle's gain and no gain from noise."""
-    run = f"fm_k{k}_noise"
+    run = f"{prefix(k)}_noise"
     folder = noise_set(args, k, Path(args.runs_dir) / "noise_set" / f"k{k}")
-    common = ["--set", f"data.real_per_class={k}", "--set", f"eval.seeds={args.seeds}", "--set", f"seed={args.seed}"]
+    common = [*(a for kv in split_sets(k) for a in ("--set", kv)), "--set", f"eval.seeds={args.seeds}",
+              "--set", f"seed={args.seed}"]
     t0 = time.perf_counter()
     genaug(args, "eval-classifier", "--run", run, "--synthetic", str(folder), *common,
            *(["--mix", ",".join(map(str, args.noise_mixes))] if args.noise_mixes else []),
@@ -324,9 +343,10 @@ def noise_table(results: list[dict]) -> list[str]:
 
 def command(args) -> str:
     return "python scripts/bench_quality.py " + " ".join(
-        [f"--per-class {' '.join(map(str, args.per_class))}", f"--generators {' '.join(args.generators)}",
+        (["--data default"] if getattr(args, "data", "fmnist") == DEFAULT else
+         [f"--per-class {' '.join(map(str, args.per_class))}"]) + [f"--generators {' '.join(args.generators)}",
          f"--seeds {args.seeds}"] + ([f"--noise-mixes {' '.join(map(str, args.noise_mixes))}"]
-                                     if getattr(args, "noise_mixes", None) else []) + ([f"--config {args.config}"] if args.config != CONFIG else [])
+                                     if getattr(args, "noise_mixes", None) else []) + ([f"--config {args.config}"] if args.config not in (CONFIG, None) else [])
         + ([f"--pool {args.pool}"] + ([f"--pool-max {args.pool_max}"] if args.pool_max else [])
            if getattr(args, "pool", None) else [])
         + [f"--set {kv}" for kv in args.set or []])
@@ -342,7 +362,7 @@ def device_name() -> str:
 
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
     """``old`` with every (K, generator) result of ``new`` replacing or joining it."""
-    key = lambda r: (r["k"], r["generator"], r.get("pool") or "")
+    key = lambda r: (sort_key(r["k"]), r["generator"], r.get("pool") or "")
     fresh = {key(r): r for r in new}
     kept = [r for r in old if key(r) not in fresh]
     return sorted(kept + list(fresh.values()), key=key)
@@ -390,19 +410,34 @@ def _pool_row(label: str, n, s: dict, extra: str = "") -> str:
     return f"| {label} | {n} | {ci(s['test_acc'])} | {ci(s['test_f1'])} | {gain} | {extra} |"
 
 
+def block_title(k: int | str) -> str:
+    return ("The default data (MNIST-5k, long-tailed: the built-in split)" if k == DEFAULT
+            else f"K = {k} real images per class")
+
+
+def test_label(k: int | str, metrics: dict) -> str:
+    n = (metrics.get("real") or {}).get("test")
+    return "official 10k" if k != DEFAULT else f"{n:,} images" if n else "the default split's"
+
+
+def sort_key(k: int | str) -> tuple:
+    """Blocks in order: K ascending, then the default data."""
+    return (1, 0) if k == DEFAULT else (0, k)
+
+
 def pool_table(pooled: list[dict], plain: list[dict]) -> list[str]:
     """Markdown for the pool-trained generators: per K the strong baseline, the oracle,
     the pseudo-labeled pool, the labeled-only generators (from ``plain``, when their
     baseline runs agree bit for bit) and the pool-trained ones, alone and with the pool."""
     lines = []
-    for k in sorted({r["k"] for r in pooled}):
+    for k in sorted({r["k"] for r in pooled}, key=sort_key):
         group = [r for r in pooled if r["k"] == k]
         m0, p0 = group[0]["filtered"]["metrics"], group[0]["pseudo_labels"]
         base = m0["settings"][0]
         pool = m0.get("pool") or {}
-        lines += [f"**K = {k} real images per class + unlabeled pool** ({m0['real']['train']} labeled training images; pool "
+        lines += [f"**{block_title(k)} + unlabeled pool** ({m0['real']['train']} labeled training images; pool "
                   f"`{group[0]['pool']}`, {p0['n']:,} images (cap {group[0].get('pool_max') or 'none'}); classifier "
-                  f"{m0['model']}, {_budget(m0)}, batch {m0['batch_size']}; test: official 10k)", "",
+                  f"{m0['model']}, {_budget(m0)}, batch {m0['batch_size']}; test: {test_label(k, m0)})", "",
                   f"- pseudo-labels (measured by the benchmark from the pool's true labels, which genaug never reads): "
                   f"from the {p0.get('labeler', 'judge')} (val accuracy "
                   f"{p0.get('labeler_val_accuracy') or p0['judge_val_accuracy']:.4f}; the judge's "
@@ -466,6 +501,15 @@ def pool_table(pooled: list[dict], plain: list[dict]) -> list[str]:
     return lines
 
 
+def provenance(results: list[dict]) -> list[str]:
+    """Which command, on which device and date, measured the results (with the wall time of each setting)."""
+    runs = sorted({(r["command"], r["device"], r["date"]) for r in results})
+    lines = ["Rows come from:", ""] + [f"- `{cmd}` on {dev}, {date}" for cmd, dev, date in runs]
+    took = [f"{prefix(r['k'])} {r['generator']} {r['seconds'] / 60:.0f} min" for r in results if r.get("seconds")]
+    return lines + ([f"- wall time per setting (generator, judge, FixMatch learner, every row and seed): {', '.join(took)}"]
+                    if took else []) + [""]
+
+
 def _fidelity_cell(part: dict) -> str:
     nc = part.get("near_copies", {}).get("share")
     judge = part.get("fidelity", {}).get("judge")
@@ -480,7 +524,7 @@ def table(results: list[dict], args) -> str:
     if noise and not results and not pooled:
         return "\n".join(noise_table(noise))
     if not results:
-        return "\n".join(["### With an unlabeled pool (issue #19)", ""] + pool_table(pooled, results))
+        return "\n".join(["### With an unlabeled pool (issue #19)", ""] + provenance(pooled) + pool_table(pooled, results))
     runs = sorted({(r.get("command", command(args)), r.get("device", "?"), r.get("date", "?")) for r in results})
     seeds = "/".join(str(n) for n in sorted({len(r["filtered"]["metrics"]["seeds"]) for r in results}))
     lines = noise_table(noise) if noise else []
@@ -488,15 +532,15 @@ def table(results: list[dict], args) -> str:
              f"(base seed {args.seed}). Rows come from:", ""]
     lines += [f"- `{cmd}` on {dev}, {date}" for cmd, dev, date in runs]
     lines.append("")
-    for k in sorted({r["k"] for r in results}):
+    for k in sorted({r["k"] for r in results}, key=sort_key):
         group = [r for r in results if r["k"] == k]
         m0 = group[0]["filtered"]["metrics"]
         bases = {f"{r['generator'].upper()} {name}": r[name]["metrics"]["settings"][0] for r in group
                  for name in ("filtered", "unfiltered")}
         if len({json.dumps(b["test_acc"], sort_keys=True) for b in bases.values()}) == 1:
             bases = {"": m0["settings"][0]}  # the real-only runs agree bit for bit: one baseline row
-        lines += [f"**K = {k} real images per class** ({m0['real']['train']} training images; classifier {m0['model']}, "
-                  f"{m0['steps']} steps x {m0['batch_size']}; test: official 10k)", ""]
+        lines += [f"**{block_title(k)}** ({m0['real']['train']} training images; classifier {m0['model']}, "
+                  f"{m0['steps']} steps x {m0['batch_size']}; test: {test_label(k, m0)})", ""]
         lines += [f"- {r['generator'].upper()}: {r['budget']}" for r in group if r.get("budget")]
         lines += ["",
                   "| rows | synthetic kept | test accuracy [95% CI] | macro-F1 [95% CI] | paired gain over baseline [95% CI] "
@@ -537,23 +581,23 @@ def table(results: list[dict], args) -> str:
                  "synthetic set), the ceiling a perfect generator could reach; share captured = synthetic gain / "
                  "oracle gain, n/a when the oracle's interval includes 0.")
     if pooled:
-        pool_runs = sorted({(r["command"], r["device"], r["date"]) for r in pooled})
-        lines += ["", "### With an unlabeled pool (issue #19)", "", "Rows come from:", ""]
-        lines += [f"- `{cmd}` on {dev}, {date}" for cmd, dev, date in pool_runs]
-        lines += [""] + pool_table(pooled, results)
+        lines += ["", "### With an unlabeled pool (issue #19)", ""] + provenance(pooled) + pool_table(pooled, results)
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-class", type=int, nargs="+", default=[10, 50])
+    ap.add_argument("--data", choices=["fmnist", DEFAULT], default="fmnist", help="fmnist: Fashion-MNIST K-shot splits "
+                    "(--per-class, configs/bench_fmnist.yaml); default: the built-in default data and split (MNIST-5k, "
+                    "long-tailed; the built-in config unless --config), one setting instead of one per K")
     ap.add_argument("--generators", nargs="+", default=["gan", "diffusion"], choices=["gan", "diffusion", "noise"],
                     help="noise: the instrument check (uniform noise as the synthetic set, beside the oracle)")
     ap.add_argument("--noise-mixes", type=float, nargs="+", default=None, help="the noise check's shares (default: "
                     "the config's eval.mix)")
     ap.add_argument("--seeds", type=int, default=5, help="classifier seeds per row")
     ap.add_argument("--seed", type=int, default=0, help="base seed (generator, judge, first classifier seed)")
-    ap.add_argument("--config", default=CONFIG)
+    ap.add_argument("--config", default=None, help=f"default: {CONFIG} (--data fmnist) or the built-in config")
     ap.add_argument("--set", action="append", help="extra section.key=value overrides for every run")
     ap.add_argument("--runs-dir", default="bench_runs/quality")
     ap.add_argument("--fid-images", type=int, default=500, help="images per side for FID/KID (Inception: ~20/s on CPU)")
@@ -568,6 +612,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--section", default=None, help="the BENCHMARKS.md marker --write replaces (default: "
                     "bench_quality_cpu or bench_quality_gpu; e.g. bench_quality_pool_cpu for a pool-only runs dir)")
     args = ap.parse_args(argv)
+    if args.data == DEFAULT:
+        args.per_class = [DEFAULT]
+    elif args.config is None:
+        args.config = CONFIG
     import torch
 
     from bench_speed import write_section

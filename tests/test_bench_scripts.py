@@ -284,3 +284,37 @@ def test_table_only_backfills_the_oracle_and_naive_rows_from_the_runs_metrics(tm
     args = argparse.Namespace(runs_dir=str(tmp_path))
     assert bq.fill_near_copies(args, results) and results[0]["filtered"]["metrics"]["oracle"]["n"] == 800
     assert not bq.fill_near_copies(args, results)  # nothing left to fill
+
+
+def test_default_data_setting_keeps_the_configs_split_and_sorts_after_the_ks():
+    bq = load("bench_quality")
+    assert bq.split_sets(bq.DEFAULT) == [] and bq.split_sets(10) == ["data.real_per_class=10"]
+    assert bq.run_names(bq.DEFAULT, "gan", pool=True) == {"filtered": "default_gan_pool"}
+    args = argparse.Namespace(config=None, runs_dir="r", set=None)
+    cfg = bq._cfg(args, bq.DEFAULT, "default_gan_pool")
+    assert cfg.data.source == "mnist5k" and cfg.data.real_per_class is None and cfg.data.imbalance == 0.05
+    merged = bq.merge([{"k": bq.DEFAULT, "generator": "gan"}], [{"k": 50, "generator": "gan"}, {"k": 10, "generator": "gan"}])
+    assert [r["k"] for r in merged] == [10, 50, bq.DEFAULT]
+    cmd = bq.command(argparse.Namespace(data=bq.DEFAULT, per_class=[bq.DEFAULT], generators=["gan"], seeds=3,
+                                        config=None, pool="rest", pool_max=None, set=["pool.labeler=fixmatch"]))
+    assert cmd == "python scripts/bench_quality.py --data default --generators gan --seeds 3 --pool rest " \
+                  "--set pool.labeler=fixmatch"
+
+
+def test_pool_only_table_names_command_device_date_and_the_default_block():
+    bq = load("bench_quality")
+    base = [setting(0.0, 0.6, 0.5), setting(0.1, 0.7, 0.55)]
+    labels = {"n": 2000, "accuracy": 0.9, "confident": 1500, "confident_accuracy": 0.99, "threshold": 0.95,
+              "judge_val_accuracy": 0.9}
+    rows = []
+    for k, seconds in ((50, 5400.0), (bq.DEFAULT, 1800.0)):
+        p = part(base, 700)
+        p["metrics"]["real"]["test"] = 1000
+        rows.append({"k": k, "generator": "gan", "pool": "rest", "pool_max": None, "budget": "DCGAN", "seconds": seconds,
+                     "command": f"cmd {k}", "device": "CPU (x)", "date": "2026-12-06", "filtered": p,
+                     "pseudo_labels": labels})
+    text = bq.table(rows, argparse.Namespace(seed=0))
+    assert "- `cmd 50` on CPU (x), 2026-12-06" in text and "- `cmd default` on CPU (x), 2026-12-06" in text
+    assert "fm_k50 gan 90 min, default gan 30 min" in text
+    assert text.index("**K = 50 real images per class + unlabeled pool**") < text.index("**The default data (MNIST-5k")
+    assert "test: official 10k" in text and "test: 1,000 images" in text
