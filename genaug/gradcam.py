@@ -17,7 +17,7 @@ import torch
 
 from genaug.config import Config
 from genaug.evaluate.classifier import load_classifier
-from genaug.evaluate.train import predict
+from genaug.classify.trainer import predict
 
 MAX_ROWS = 6
 

@@ -16,16 +16,15 @@ import timm
 import torch
 import torch.nn.functional as F
 from accelerate import PartialState
-from timm.optim import create_optimizer_v2
-from timm.scheduler import CosineLRScheduler
-from genaug.progress import progress
 
 import genaug.models  # noqa: F401  (registers the small timm models)
-from genaug.classify.views import random_shift, to_input
-from genaug.classify.fixmatch import self_train
-from genaug.config import Config
+from genaug.classify.streams import Arm, EvalData, split_tensors
+from genaug.classify.trainer import fit
+from genaug.classify.views import to_input
+from genaug.config import Config, EvalConfig
 from genaug.data.base import LabeledData, Split
-from genaug.io import atomic_save_tensors, atomic_write_json, load_tensors, sweep_temp
+from genaug.evaluate.classifier import InputSpec
+from genaug.io import atomic_save_tensors, atomic_write_json, load_tensors, stable_hash, sweep_temp
 from genaug.runs import config_hash
 
 WEIGHTS, META = "model.safetensors", "judge.json"
@@ -48,69 +47,78 @@ def create_judge_model(name: str, *, in_chans: int, num_classes: int, image_size
     return timm.create_model(name, in_chans=in_chans, num_classes=num_classes, **kw)
 
 
+def judge_config(cfg: Config) -> Config:
+    """The judge as a configuration of the one classifier trainer (:func:`genaug.classify.
+    trainer.fit`): ``judge.model`` trained ``judge.steps`` steps (a fixed budget, cosine
+    after a warm-up of min(50, steps / 10)), AdamW (weight decay 0.05), label smoothing
+    0.1, uniform draws with random shifts, no EMA, the best val accuracy of every
+    ``judge.eval_every`` steps kept. Its self-training rounds are the trainer's FixMatch
+    stream with one pool image per labeled one (mu 1) at ``judge.self_training_threshold``
+    and ``_weight``."""
+    jc = cfg.judge
+    ec = EvalConfig(model=jc.model, steps=jc.steps, batch_size=jc.batch_size, lr=jc.lr, eval_every=jc.eval_every,
+                    warmup_steps=min(50, jc.steps // 10), optimizer="adamw", weight_decay=0.05, label_smoothing=0.1,
+                    augment="shift", real_sampling="uniform", ema=False, channels_last=True, fixmatch_mu=1,
+                    fixmatch_threshold=jc.self_training_threshold, fixmatch_weight=jc.self_training_weight)
+    return cfg.model_copy(update={"eval": ec})
+
+
+def _judge_streams(data: LabeledData) -> EvalData:
+    """The labeled training and val splits, no extra images, and no test split: the judge never sees it."""
+    (tx, ty), (vx, vy) = split_tensors(data.splits["train"]), split_tensors(data.splits["val"])
+    none = torch.zeros(0, data.channels, data.image_size, data.image_size, dtype=torch.uint8)
+    return EvalData(data.classes, data.channels, data.image_size, tx, ty, vx, vy, None, none,
+                    torch.zeros(0, dtype=torch.long), {"n": 0})
+
+
+def _judge_spec(data: LabeledData) -> InputSpec:
+    """The judge's input: pixels in [-1, 1] (:func:`~genaug.classify.views.to_input`), which
+    every reader of a judge (:func:`predict`, FID features) feeds it, whatever its model."""
+    return InputSpec(size=data.image_size, channels=data.channels, mean=(0.5,) * data.channels,
+                     std=(0.5,) * data.channels)
+
+
 def train_judge(cfg: Config, data: LabeledData, out_dir: Path, desc: str = "judge") -> dict:
     """Train on ``data.splits['train']`` (then, with ``judge.self_training`` and a pool,
-    FixMatch rounds on the pool), keep the best weights by val accuracy, save them."""
-    jc = cfg.judge
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    model = create_judge_model(jc.model, in_chans=data.channels, num_classes=data.num_classes, image_size=data.image_size)
-    # Channels-last weights while training: mkldnn picks NHWC kernels, ~25% faster on CPU.
-    # The loaded judge stays contiguous, whose scores do not depend on the batch size.
-    model = model.to(memory_format=torch.channels_last)
-
-    def optimiser():
-        opt = create_optimizer_v2(model, opt="adamw", lr=jc.lr, weight_decay=0.05)
-        return opt, CosineLRScheduler(opt, t_initial=jc.steps, warmup_t=min(50, jc.steps // 10), lr_min=jc.lr * 0.01)
-
-    best = {"acc": -1.0, "state": None}
-
-    def consider(m: torch.nn.Module) -> float:
-        """Val accuracy of ``m``; its weights are kept when they are the best so far."""
-        acc = accuracy(m, data.splits["val"], data.channels)
-        if acc > best["acc"]:
-            best.update(acc=acc, state={k: v.detach().clone() for k, v in m.state_dict().items()})
-        return acc
-
-    opt, sched = optimiser()
-    train = data.splits["train"]
-    images = torch.from_numpy(train.images).permute(0, 3, 1, 2)  # (N, C, H, W) uint8
-    labels = torch.from_numpy(train.labels)
-    bar = progress(range(jc.steps), desc=desc, unit="step", leave=False)
-    for step in bar:
-        model.train()
-        idx = torch.randint(0, len(train), (jc.batch_size,), generator=gen)
-        x = random_shift(to_input(images[idx], data.channels), gen)
-        loss = F.cross_entropy(model(x), labels[idx], label_smoothing=0.1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step(step + 1)
-        if (step + 1) % jc.eval_every == 0 or step + 1 == jc.steps:
-            acc = consider(model)
-            bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{acc:.3f}")
-    supervised = best["acc"]
-    rounds = []
-    if jc.self_training and data.unlabeled is not None:
-        model.load_state_dict(best["state"])  # self-training starts from the best supervised judge
-        rounds = self_train(cfg, data, model, optimiser, gen, consider)
-    model.load_state_dict(best["state"])
+    FixMatch rounds on the pool, each from the best weights so far), keep the best
+    weights by val accuracy, save them."""
+    jcfg, ed, spec = judge_config(cfg), _judge_streams(data), _judge_spec(data)
+    plain = Arm("judge", "judge", "", "uniform", "shift")
+    run = fit(jcfg, ed, 0.0, cfg.seed, plain, spec=spec, desc=desc)
+    best, rounds, supervised = run, [], run.row["val_acc"]
+    if cfg.judge.self_training and data.unlabeled is not None:
+        pool = Arm("judge_self_training", "judge", "", "uniform", "shift", unlabeled=split_tensors(data.unlabeled)[0])
+        for rnd in range(1, cfg.judge.self_training + 1):
+            run = fit(jcfg, ed, 0.0, cfg.seed + rnd, pool, init=best.state, spec=spec,
+                      desc=f"judge self-training {rnd}")
+            rounds.append({"round": rnd, "val_accuracy": run.row["val_acc"],
+                           "confident_share": run.row.get("pool_confident_share")})
+            print(f"judge self-training round {rnd}: val accuracy {_acc(run.row['val_acc'])}, "
+                  f"{rounds[-1]['confident_share']:.2f} of pool draws confident")
+            if run.row["val_acc"] is None or run.row["val_acc"] > best.row["val_acc"]:  # no val: the last round
+                best = run
     meta = {
-        "model": jc.model, "in_chans": data.channels, "num_classes": data.num_classes, "image_size": data.image_size,
-        "classes": data.classes, "val_accuracy": best["acc"], "train_images": len(train), "steps": jc.steps,
-        "key": judge_key(cfg),
+        "model": cfg.judge.model, "in_chans": data.channels, "num_classes": data.num_classes,
+        "image_size": data.image_size, "classes": data.classes, "val_accuracy": best.row["val_acc"],
+        "train_images": len(ed.train_x), "steps": cfg.judge.steps, "key": judge_key(cfg),
     }
     if rounds:
         meta["self_training"] = {"supervised_val_accuracy": supervised, "rounds": rounds,
                                  "pool_images": len(data.unlabeled)}
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_save_tensors(out_dir / WEIGHTS, model.state_dict())
+    atomic_save_tensors(out_dir / WEIGHTS, {k: v.cpu() for k, v in best.state.items()})
     atomic_write_json(out_dir / META, meta)
     return meta
 
 
+def _acc(value: float | None) -> str:
+    return "n/a (no val split: the last weights kept)" if value is None else f"{value:.4f}"
+
+
 def judge_key(cfg: Config) -> str:
-    return config_hash(cfg, "data", "judge", "seed")
+    """The judge's cache key: its data, settings and seed, and the trainer's version (2: the
+    one classifier trainer; 1 was the judge's own loop)."""
+    return stable_hash({"config": config_hash(cfg, "data", "judge", "seed"), "trainer": 2})
 
 
 def ensure_judge(cfg: Config, data: LabeledData) -> Path:
@@ -124,7 +132,7 @@ def ensure_judge(cfg: Config, data: LabeledData) -> Path:
                  and json.loads(meta_path.read_text()).get("key") == judge_key(cfg))
         if not fresh:
             meta = train_judge(cfg, data, out)
-            print(f"judge {meta['model']}: val accuracy {meta['val_accuracy']:.4f} on {len(data.splits['val'])} images")
+            print(f"judge {meta['model']}: val accuracy {_acc(meta['val_accuracy'])} on {len(data.splits['val'])} images")
     state.wait_for_everyone()
     return out
 

@@ -362,7 +362,7 @@ def estimate(cfg: Config, fp: dict) -> dict[str, float]:
     """
     import torch
 
-    from genaug.evaluate.budget import row_budget
+    from genaug.classify.budget import row_budget
     from genaug.evaluate.classifier import create_classifier
     from genaug.generators.dcgan import Discriminator, Generator
     from genaug.judge import create_judge_model

@@ -1,8 +1,8 @@
 """Pseudo-labels for the unlabeled pool (SPEC §2, §3; DPT-style semi-supervised generation).
 
 A registered labeler (``pool.labeler``) labels every pool image: the judge — trained on
-the labeled split only, optionally improved on the pool by FixMatch-style
-self-training (:func:`genaug.classify.fixmatch.self_train`) — or, for DPT's loop, the
+the labeled split only, optionally improved on the pool by FixMatch rounds
+(``judge.self_training``, the one trainer's FixMatch stream) — or, for DPT's loop, the
 evaluation's FixMatch learner (:mod:`genaug.evaluate.learner`). The labels
 and confidences go to ``runs/<run>/judge/pool_labels.jsonl`` (one line per image: id,
 label, confidence) next to ``pool_labels.json`` (the judge key they belong to, counts),
@@ -128,4 +128,4 @@ def _label_pool(cfg: Config, data: LabeledData, judge_dir: Path) -> None:
         "per_class": np.bincount(labels, minlength=data.num_classes).tolist(), "mean_confidence": float(conf.mean()),
         "labeler": info, "judge_val_accuracy": info["val_accuracy"]})
     print(f"pseudo-labeled {len(labels)} pool images with the {info['labeler']} (mean confidence {conf.mean():.3f}; "
-          f"its val accuracy {info['val_accuracy']:.4f}); labels in {judge_dir / LABELS}")
+          f"its val accuracy {'n/a' if info['val_accuracy'] is None else format(info['val_accuracy'], '.4f')}); labels in {judge_dir / LABELS}")

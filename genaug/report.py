@@ -315,11 +315,15 @@ def _accuracy(doc: Doc, metrics: dict | None, eval_dir: Path) -> None:
         doc.img(p.name, p.read_bytes() if p.is_file() else None, f"Confusion matrix at r = {r:g}, summed over seeds")
 
 
+def _val(accuracy: float | None) -> str:
+    return "n/a (no validation split)" if accuracy is None else f"{accuracy:.4f}"
+
+
 def _generator(doc: Doc, cfg: Config, best: dict | None, judge: dict | None, rows: list[dict]) -> None:
     doc.h("Generator")
     if judge:
         doc.p(f"Judge {judge['model']}: trained on {judge['train_images']} real training images only; "
-              f"validation accuracy {judge['val_accuracy']:.4f}.")
+              f"validation accuracy {_val(judge['val_accuracy'])}.")
     if cfg.sample.generator == "img2img":
         ic = cfg.img2img
         doc.p(f"Pretrained img2img pipeline {ic.model} (nothing trained): variants of each real training image with "
@@ -342,8 +346,8 @@ def _generator(doc: Doc, cfg: Config, best: dict | None, judge: dict | None, row
     judge_pool = (judge or {}).get("self_training")
     if judge_pool:
         doc.p(f"The judge was self-trained on the unlabeled pool ({judge_pool['pool_images']} images, "
-              f"{len(judge_pool['rounds'])} FixMatch rounds): val accuracy {judge_pool['supervised_val_accuracy']:.4f} "
-              f"from the labeled split alone, {judge['val_accuracy']:.4f} kept.")
+              f"{len(judge_pool['rounds'])} FixMatch rounds): val accuracy {_val(judge_pool['supervised_val_accuracy'])} "
+              f"from the labeled split alone, {_val(judge['val_accuracy'])} kept.")
     if any("fid_pool" in r for r in rows):
         last = [r for r in rows if "fid_pool" in r][-1]
         doc.p(f"Trained on the labeled split and the unlabeled pool; FID against the pool at step {last['step']}: "

@@ -372,9 +372,9 @@ def _eval_data(args):
 
 
 def classifier_train_genaug(args) -> dict:
-    from genaug.evaluate.budget import row_budget
+    from genaug.classify.budget import row_budget
     from genaug.classify.views import augment
-    from genaug.evaluate.train import _train_step, _trainer
+    from genaug.classify.trainer import _train_step, _trainer
 
     cfg = _cfg(args)
     # shift, not the default RandAugment: the host-side RandAugment has its own case
@@ -413,7 +413,7 @@ def classifier_input_randaugment(args) -> dict:
     drawing the batch and augmenting it, which genaug does on the host before each step
     (so on a GPU this caps the loop's images/s whatever the model)."""
     from genaug.classify.views import augment
-    from genaug.evaluate.train import _batch, _by_class
+    from genaug.classify.trainer import _batch, _by_class
 
     ed = _eval_data(args)
     gens = [torch.Generator().manual_seed(k) for k in range(3)]
@@ -432,7 +432,7 @@ def _eval_runs(args, workers: int) -> dict:
     strong arm on 512 MNIST-5k digits: one at a time here, or over ``workers`` processes."""
     from genaug.config import Config
     from genaug.evaluate.arms import ARMS
-    from genaug.evaluate.train import train_once
+    from genaug.classify.trainer import train_once
     from genaug.evaluate.workers import Task, run_in_workers
 
     cfg = Config()

@@ -16,9 +16,9 @@ from genaug.data import load_data
 from genaug.data.builtin import DEBIAN_FASHION_MNIST
 from genaug.data.tools import export_imagefolder
 from genaug.evaluate import run as eval_run
-from genaug.evaluate.budget import Budget, Plateau, row_budget
+from genaug.classify.budget import Budget, Plateau, row_budget
 from genaug.evaluate.data import load_eval_data
-from genaug.evaluate.train import train_once
+from genaug.classify.trainer import train_once
 from genaug.evaluate.workers import resolve_workers
 
 ROOT = Path(__file__).parents[1]
@@ -64,7 +64,7 @@ def test_fixed_steps_give_exactly_n_steps_in_every_row(tmp_path):
 
 
 def test_converged_row_stops_on_a_plateau_and_tests_its_best_val_weights(tmp_path, monkeypatch):
-    import genaug.evaluate.train as train
+    import genaug.classify.trainer as train
 
     accs = iter([0.5] + [0.4] * 100)  # the first check is the best; nothing after it improves
     monkeypatch.setattr(train, "_val_accuracy", lambda t, ed: next(accs))
@@ -78,7 +78,7 @@ def test_converged_row_stops_on_a_plateau_and_tests_its_best_val_weights(tmp_pat
 
 
 def test_ema_weights_are_the_ones_validated_and_tested(tmp_path):
-    from genaug.evaluate.train import _train_step, _trainer
+    from genaug.classify.trainer import _train_step, _trainer
 
     cfg = cfg_for(tmp_path, "eval.steps=5")
     ed = load_eval_data(cfg, need_synthetic=False)

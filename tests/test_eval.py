@@ -16,7 +16,7 @@ from genaug.evaluate.stats import paired_gain, t_interval
 import torchvision.transforms.v2.functional as TF
 
 from genaug.classify.views import _RAND_OPS, augment
-from genaug.evaluate.train import synthetic_count
+from genaug.classify.trainer import synthetic_count
 from genaug.io import append_jsonl
 from genaug.synthetic.store import MANIFEST, Store, image_id
 
@@ -240,7 +240,7 @@ def test_rerun_trains_nothing_and_writes_outputs(tmp_path, monkeypatch, run_cli)
 
 
 def test_same_seed_same_result(tmp_path):
-    from genaug.evaluate.train import train_once
+    from genaug.classify.trainer import train_once
 
     cfg = small_cfg(tmp_path, "eval.steps=6", "eval.eval_every=3")
     ed = load_eval_data(cfg, need_synthetic=False)
@@ -250,7 +250,7 @@ def test_same_seed_same_result(tmp_path):
 
 def test_batches_stay_class_balanced_when_a_class_is_not_augmented(tmp_path):
     """Synthetic slots are drawn per class; a class without synthetic images gets real ones."""
-    from genaug.evaluate.train import _batch, _by_class
+    from genaug.classify.trainer import _batch, _by_class
 
     cfg = small_cfg(tmp_path)
     ed = load_eval_data(cfg, need_synthetic=False)
@@ -270,7 +270,7 @@ def test_batches_stay_class_balanced_when_a_class_is_not_augmented(tmp_path):
 
 def test_balanced_real_sampling_evens_out_a_long_tail(tmp_path):
     """eval.real_sampling=balanced draws a class first: the resampling baseline."""
-    from genaug.evaluate.train import _batch, _by_class
+    from genaug.classify.trainer import _batch, _by_class
 
     cfg = small_cfg(tmp_path, "data.real_per_class=null", "data.imbalance=0.05")
     ed = load_eval_data(cfg, need_synthetic=False)
@@ -335,9 +335,9 @@ def test_fixmatch_loss_masks_unconfident_pool_images():
     even when the other rows smooth their labels (smoothing would cap the confidence
     under the threshold)."""
     from genaug.config import EvalConfig
-    from genaug.evaluate.budget import row_budget
+    from genaug.classify.budget import row_budget
     from genaug.evaluate.data import EvalData
-    from genaug.evaluate.train import _fixmatch_loss, _trainer
+    from genaug.classify.trainer import _fixmatch_loss, _trainer
 
     ec = EvalConfig(model="resnet_fast28", ema=False, label_smoothing=0.1)
     ed = EvalData([str(i) for i in range(3)], 1, 28, torch.zeros(4, 1, 28, 28, dtype=torch.uint8),
@@ -364,9 +364,9 @@ def test_a_fixmatch_rows_cap_counts_its_pool_images():
     min_steps."""
     from genaug.config import Config
     from genaug.evaluate.arms import Arm
-    from genaug.evaluate.budget import row_budget
+    from genaug.classify.budget import row_budget
     from genaug.evaluate.data import EvalData
-    from genaug.evaluate.train import arm_images
+    from genaug.classify.trainer import arm_images
 
     ed = EvalData(["a", "b"], 1, 8, torch.zeros(10, 1, 8, 8, dtype=torch.uint8), torch.zeros(10, dtype=torch.long),
                   None, None, None, torch.zeros(0), torch.zeros(0), {})
@@ -382,7 +382,7 @@ def test_teacher_targets_are_the_extra_images_rows_and_smoothed_classes_for_real
     example's is its class smoothed exactly as LabelSmoothingCrossEntropy does."""
     from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
-    from genaug.evaluate.train import _batch, _by_class
+    from genaug.classify.trainer import _batch, _by_class
 
     cfg = small_cfg(tmp_path)
     ed = load_eval_data(cfg, need_synthetic=False)

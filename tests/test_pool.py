@@ -278,7 +278,7 @@ def test_eval_with_pool_has_pseudo_labeled_pool_and_pool_plus_synthetic_rows(tmp
 
 def test_two_source_slots_draw_each_source_about_evenly(tmp_path):
     from genaug.evaluate.data import EvalData
-    from genaug.evaluate.train import _batch, _by_class
+    from genaug.classify.trainer import _batch, _by_class
 
     x = torch.zeros(40, 1, 4, 4, dtype=torch.uint8)
     y = torch.arange(40) % 2
@@ -319,7 +319,7 @@ def test_fixmatch_learner_labels_the_pool_and_is_the_teacher(tmp_path):
     eval.synthetic_labels=teacher it gives the synthetic images' soft labels."""
     from genaug.evaluate.data import EvalData
     from genaug.evaluate.learner import attach_teacher, ensure_learner, learner_config, learner_dir
-    from genaug.evaluate.train import predict_proba
+    from genaug.classify.trainer import predict_proba
     from genaug.pseudo import ensure_pool_labels
 
     cfg = cfg_for(tmp_path, "pool.labeler=fixmatch", "eval.model=resnet_small28", "eval.steps=12", "eval.eval_every=6",

@@ -31,34 +31,13 @@ arm does not apply (e.g. no held-out real images for an oracle).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from genaug.classify.streams import Arm, EvalData
 from genaug.config import Config
 from genaug.errors import ConfigError
-from genaug.evaluate.data import EvalData
-
-
-@dataclass(frozen=True)
-class Arm:
-    name: str
-    title: str  # the row's name in tables
-    explains: str  # one sentence for the report
-    sampling: str  # "uniform" | "balanced"
-    augment: str
-    extra: tuple[torch.Tensor, torch.Tensor] | None = None  # (images (M, C, H, W) uint8, labels) for the extra slots
-    extra_info: dict | None = None  # where the extra images came from (hash, n, per class)
-    extra_split: int | None = None  # extra = two sources, [0, split) and [split, M): each slot picks one evenly
-    replace: tuple[float, list[torch.Tensor]] | None = None  # (p, per real image the indices of its variants in syn_x)
-    unlabeled: torch.Tensor | None = None  # (P, C, H, W) uint8: an unlabeled stream the arm's loss learns from (FixMatch)
-    targets: torch.Tensor | None = None  # (M, K) float: soft labels of the extra images instead of their classes
-
-    @property
-    def shares(self) -> bool:
-        """Whether the arm runs at each share r > 0 (else at r = 0 only)."""
-        return self.extra is not None
 
 
 ArmFn = Callable[[Config, EvalData], "Arm | None"]

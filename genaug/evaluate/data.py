@@ -1,14 +1,13 @@
 """What the classifier sees: real train/val tensors, the extra sets that fill the
 extra slots (synthetic images, the oracle's held-out real images), and the test split,
-which only :func:`genaug.evaluate.train.test_metrics` reads."""
+which only :func:`genaug.classify.trainer.test_metrics` reads."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from genaug.classify.streams import EvalData, split_tensors
 from genaug.config import Config
 from genaug.data import load_data
 from genaug.data.base import Split
@@ -16,41 +15,10 @@ from genaug.errors import GenaugError
 from genaug.io import content_hash, stable_hash
 
 
-@dataclass
-class EvalData:
-    classes: list[str]
-    channels: int
-    size: int
-    train_x: torch.Tensor  # (N, C, H, W) uint8, the real training split (after real_per_class)
-    train_y: torch.Tensor  # (N,)
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test: object  # a Split; read only when testing
-    syn_x: torch.Tensor  # (M, C, H, W) uint8, kept synthetic images (M may be 0)
-    syn_y: torch.Tensor
-    synthetic: dict  # where the synthetic images came from
-    oracle_x: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.uint8))  # held-out real images
-    oracle_y: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
-    oracle: dict | None = None  # where the oracle's images came from; None = no oracle row
-    pool_x: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.uint8))  # confident pool images
-    pool_y: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # their pseudo-labels
-    pool: dict | None = None  # the pseudo-labeled pool's summary; None = no pool rows
-    unlabeled_x: torch.Tensor | None = None  # (P, C, H, W) uint8, every pool image (FixMatch's unlabeled stream)
-    syn_teacher: torch.Tensor | None = None  # (M, K) float: the teacher's class probabilities of each synthetic image
-    teacher: dict | None = None  # which teacher, its content hash, how often it disagrees with the condition
-    unlabeled: dict | None = None  # the pool's source, size and content hash
-    train_ids: list[str] = field(default_factory=list)  # ids of the real training images (train_x order)
-    syn_source: list[str | None] = field(default_factory=list)  # per synthetic image: the real image it varies, if any
-
-
-def _tensors(split) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.from_numpy(split.images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(split.labels)
-
-
 def load_eval_data(cfg: Config, *, need_synthetic: bool) -> EvalData:
     data = load_data(cfg.data)
-    tx, ty = _tensors(data.splits["train"])
-    vx, vy = _tensors(data.splits["val"])
+    tx, ty = split_tensors(data.splits["train"])
+    vx, vy = split_tensors(data.splits["val"])
     if len(vx) == 0:
         raise GenaugError("eval-classifier needs a validation split (data.val_fraction > 0)")
     if not need_synthetic:
@@ -130,7 +98,7 @@ def load_external(root: str, classes: list[str], channels: int, size: int):
     from genaug.data.imagefolder import read_labeled_folder
 
     split = read_labeled_folder(root, classes, channels=channels, size=size, what="--synthetic")
-    x, y = _tensors(split)
+    x, y = split_tensors(split)
     info = {"dir": str(root), "n": len(y), "per_class": torch.bincount(y, minlength=len(classes)).tolist(),
             "external": True, "ids_hash": content_hash(split.images, split.labels)}
     return x, y, info
@@ -162,7 +130,7 @@ def _attach_oracle(cfg: Config, ed: EvalData, data) -> None:
     chosen = pool.subset(np.concatenate(pick))
     if not len(chosen):
         return
-    ed.oracle_x, ed.oracle_y = _tensors(chosen)
+    ed.oracle_x, ed.oracle_y = split_tensors(chosen)
     ed.oracle = {"source": source, "n": len(chosen), "per_class": chosen.counts(len(ed.classes)), "ids": chosen.ids,
                  "ids_hash": content_hash(chosen.images, chosen.labels)}
 

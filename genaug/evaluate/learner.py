@@ -5,7 +5,7 @@ DPT (You et al., NeurIPS 2023) trains a semi-supervised learner on the labeled s
 the unlabeled pool, conditions the generator on that learner's confident pseudo-labels,
 and then trains the learner again with the generated images added. Here the learner is
 the evaluation's own "+ pool (FixMatch)" row (:mod:`genaug.evaluate.arms`), trained by
-the same trainer (:func:`genaug.evaluate.train.train_once`) with seed ``seed``, converged
+the same trainer (:func:`genaug.classify.trainer.train_once`) with seed ``seed``, converged
 and selected on val, in the train stage before the generator: its weights go to
 ``runs/<run>/judge/fixmatch/`` and its predictions of the pool become
 ``pool_labels.jsonl``, which the generators and the pool rows read. With
@@ -27,7 +27,7 @@ from genaug.data.base import LabeledData
 from genaug.evaluate.arms import ARMS
 from genaug.evaluate.classifier import load_classifier
 from genaug.evaluate.data import EvalData, attach_unlabeled, load_eval_data
-from genaug.evaluate.train import predict_proba, train_once
+from genaug.classify.trainer import predict_proba, train_once
 from genaug.io import atomic_write_json, stable_hash
 from genaug.pseudo import Labeler, register_labeler
 from genaug.runs import config_hash

@@ -18,11 +18,11 @@ from accelerate import PartialState
 from genaug.config import Config
 from genaug.errors import ConfigError
 from genaug.evaluate.arms import ARMS, Arm, build_arms
-from genaug.evaluate.budget import row_budget
+from genaug.classify.budget import row_budget
 from genaug.evaluate.data import EvalData, load_eval_data
 from genaug.evaluate.learner import attach_teacher  # also registers pool.labeler=fixmatch
 from genaug.evaluate.stats import fmt, paired_gain, t_interval
-from genaug.evaluate.train import arm_images, train_once
+from genaug.classify.trainer import arm_images, train_once
 from genaug.evaluate.workers import Task, resolve_workers, run_in_workers
 from genaug.io import append_jsonl, atomic_write_json, read_jsonl, stable_hash, sweep_temp
 from genaug.runs import config_hash, record_in_splits
@@ -203,7 +203,7 @@ def captured_share(synthetic: dict, oracle: dict) -> dict:
 
 
 def budget_rule(cfg: Config) -> dict:
-    """The training-length rule every row followed (see genaug.evaluate.budget)."""
+    """The training-length rule every row followed (see genaug.classify.budget)."""
     ec = cfg.eval
     if ec.steps is not None:
         return {"protocol": "fixed", "steps": ec.steps, "schedule": "cosine", "selection": "best val accuracy",

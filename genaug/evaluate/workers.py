@@ -77,7 +77,7 @@ def _init(blob: bytes, threads: int) -> None:
 
 
 def _run(task: Task) -> dict:
-    from genaug.evaluate.train import train_once
+    from genaug.classify.trainer import train_once
 
     s = _STATE
     return train_once(s["cfg"], s["ed"], task.r, task.seed, save_to=task.save_to, save_meta=task.meta,

@@ -1,10 +1,13 @@
-"""One classifier training run at synthetic share ``r`` with one seed.
+"""The one classifier trainer (STYLE 9): every classifier genaug trains — each
+evaluation row, the FixMatch learner, the judge and its self-training rounds — is a
+call of :func:`fit` with a configuration (``cfg.eval``: model, optimiser, budget, loss)
+and an :class:`~genaug.classify.streams.Arm` (which streams, their shares, their views).
 
 Each step draws ``eval.batch_size`` examples; at step t the batch holds
 ``floor((t+1) r B) - floor(t r B)`` synthetic slots, so over the run a share r is
 synthetic whatever B (less when some classes are not augmented: their slots get real
 images, and the row records the share seen). How many steps a run takes is its
-:class:`~genaug.evaluate.budget.Budget` (converged on val by default, or a fixed
+:class:`~genaug.classify.budget.Budget` (converged on val by default, or a fixed
 ``eval.steps``). Real indices, synthetic indices and augmentation come from three
 generators seeded by the seed alone, so the runs of different rows with the same seed
 share initialisation and real-data order: the comparison is paired.
@@ -29,12 +32,11 @@ from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 
 
+from genaug.classify.budget import Budget, Plateau, row_budget
+from genaug.classify.streams import Arm, EvalData
 from genaug.classify.views import augment, fixmatch_views
 from genaug.config import Config, EvalConfig
-from genaug.evaluate.arms import Arm
-from genaug.evaluate.budget import Budget, Plateau, row_budget
 from genaug.evaluate.classifier import InputSpec, apply_strategy, create_classifier
-from genaug.evaluate.data import EvalData
 from genaug.faults import fault_point
 from genaug.io import atomic_save_tensors
 from genaug.progress import progress
@@ -165,12 +167,18 @@ class _Trainer:
         return self.ema.module if self.ema is not None else self.model
 
 
-def _trainer(ec: EvalConfig, ed: EvalData, budget: Budget) -> _Trainer:
+def _trainer(ec: EvalConfig, ed: EvalData, budget: Budget, init: dict | None = None,
+             spec: InputSpec | None = None) -> _Trainer:
     """A run is one process on one device: under ``accelerate launch`` the processes
-    split the runs between them (see ``evaluate``), so the model is never wrapped in DDP."""
+    split the runs between them (see ``evaluate``), so the model is never wrapped in DDP.
+    ``init``: weights to start from (else timm's initialisation); ``spec``: the input
+    convention to train with (else the model's own, from timm's data config)."""
     device = PartialState().device
-    model, spec = create_classifier(ec, num_classes=len(ed.classes), channels=ed.channels, data_size=ed.size)
-    model = apply_strategy(model, ec).to(device)
+    model, own = create_classifier(ec, num_classes=len(ed.classes), channels=ed.channels, data_size=ed.size)
+    model, spec = apply_strategy(model, ec), spec or own
+    if init is not None:
+        model.load_state_dict(init)
+    model = model.to(device)
     if ec.channels_last:  # mkldnn / cuDNN pick NHWC kernels from the weights' layout (~25% faster on CPU)
         model = model.to(memory_format=torch.channels_last)
     opt = create_optimizer_v2(model, opt=ec.optimizer, lr=ec.lr, weight_decay=ec.weight_decay)
@@ -262,23 +270,37 @@ def arm_images(arm: Arm, ed: EvalData) -> int:
     return len(ed.train_x) + extra + (len(arm.unlabeled) if arm.unlabeled is not None else 0)
 
 
-def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | None = None,
-               save_meta: dict[str, str] | None = None, arm: Arm | None = None, quiet: bool = False) -> dict:
+@dataclass
+class Fitted:
+    """A finished run: the model holding its selected (best-val) weights, those weights,
+    its input spec and device, and the run's record (val accuracy, steps, best step...)."""
+
+    model: torch.nn.Module
+    state: dict
+    spec: InputSpec
+    device: torch.device
+    row: dict
+
+
+def fit(cfg: Config, ed: EvalData, r: float, seed: int, arm: Arm | None = None, *, init: dict | None = None,
+        spec: InputSpec | None = None, desc: str | None = None, quiet: bool = False) -> Fitted:
     """Train ``arm`` (default: the strong baseline + synthetic) at share ``r`` with
-    ``seed`` for its budget; returns the per-seed row (val and test metrics, steps used,
-    best step, cap). With ``save_to``, the selected (best-val) weights are written there
-    as safetensors (the report's Grad-CAM panels load them)."""
+    ``seed`` for its budget (:func:`~genaug.classify.budget.row_budget` of ``cfg.eval``),
+    selecting the weights on val (the last weights when there is no val split); never
+    reads the test split. Every classifier genaug
+    trains is one call: an evaluation row, the FixMatch learner, the judge."""
     ec, t0 = cfg.eval, time.perf_counter()
     arm = arm or Arm("synthetic", "", "", ec.real_sampling, ec.augment, (ed.syn_x, ed.syn_y))
     extra_x, extra_y = arm.extra or (ed.syn_x[:0], ed.syn_y[:0])
     budget = row_budget(ec, arm_images(arm, ed), semi_supervised=arm.unlabeled is not None)
     torch.manual_seed(seed)
     gens = [torch.Generator().manual_seed(seed * 7919 + k) for k in range(4)]  # real, synthetic, augmentation, pool
-    t, plateau = _trainer(ec, ed, budget), Plateau(budget)
+    t, plateau = _trainer(ec, ed, budget, init, spec), Plateau(budget)
     best = {"val_acc": -1.0, "step": 0, "state": None}
     seen, synthetic_seen, step = 0, 0, 0
     pools = (_by_class(extra_y, len(ed.classes), arm.extra_split), _by_class(ed.train_y, len(ed.classes)))
-    bar = progress(range(budget.cap), desc=f"{arm.name} r={r:g} seed={seed}", unit="step", leave=False, disable=quiet)
+    bar = progress(range(budget.cap), desc=desc or f"{arm.name} r={r:g} seed={seed}", unit="step", leave=False,
+                   disable=quiet)
     for step in bar:
         _set_lr(t, budget, step, plateau)
         x, y, used = _batch(ed, step, r, ec.batch_size, gens, pools, balanced=arm.sampling == "balanced", extra=extra_x,
@@ -288,9 +310,9 @@ def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | N
         fault_point("step")
         if (step + 1) % budget.eval_every and step + 1 != budget.cap:
             continue
-        acc = _val_accuracy(t, ed)
-        bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{acc:.3f}")
-        verdict = plateau.update(acc)
+        acc = _val_accuracy(t, ed) if len(ed.val_y) else None  # no val split (a judge's): the last weights are kept
+        bar.set_postfix(loss=f"{loss.item():.3f}", val_acc="-" if acc is None else f"{acc:.3f}")
+        verdict = "best" if acc is None else plateau.update(acc)
         if verdict == "best":
             best = {"val_acc": acc, "step": step + 1,
                     "state": {k: v.detach().clone() for k, v in t.selected.state_dict().items()}}
@@ -298,15 +320,25 @@ def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | N
             break
     bar.close()
     t.selected.load_state_dict(best["state"])
-    if save_to is not None:
-        atomic_save_tensors(save_to, best["state"], metadata=save_meta)
     row = {"mix": r, "seed": seed, "val_acc": best["val_acc"], "best_step": best["step"], "steps": step + 1,
-           "cap": budget.cap, "lr_cuts": plateau.cuts, "synthetic_share_seen": round(synthetic_seen / max(1, seen), 4),
-           **test_metrics(t.selected, t.spec, ed, t.device)}
+           "cap": budget.cap, "lr_cuts": plateau.cuts, "synthetic_share_seen": round(synthetic_seen / max(1, seen), 4)}
     if t.confident:
         row["pool_confident_share"] = round(float(torch.stack(t.confident).mean()), 4)
     row["seconds"] = round(time.perf_counter() - t0, 2)
-    return row
+    return Fitted(t.selected, best["state"], t.spec, t.device, row)
+
+
+def train_once(cfg: Config, ed: EvalData, r: float, seed: int, save_to: Path | None = None,
+               save_meta: dict[str, str] | None = None, arm: Arm | None = None, quiet: bool = False) -> dict:
+    """One evaluation row's run (:func:`fit`), then its test metrics; returns the per-seed
+    row (val and test metrics, steps used, best step, cap). With ``save_to``, the
+    selected (best-val) weights are written there as safetensors (the report's Grad-CAM
+    panels load them)."""
+    run = fit(cfg, ed, r, seed, arm, quiet=quiet)
+    if save_to is not None:
+        atomic_save_tensors(save_to, run.state, metadata=save_meta)
+    seconds = run.row.pop("seconds")
+    return {**run.row, **test_metrics(run.model, run.spec, ed, run.device), "seconds": seconds}
 
 
 def _unlabeled_batch(ec: EvalConfig, arm: Arm, g: torch.Generator) -> tuple | None:
