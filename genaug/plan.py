@@ -358,7 +358,9 @@ def estimate(cfg: Config, fp: dict) -> dict[str, float]:
       pool rows with a pool) at each share, plus five augmentation candidates once,
       each row ``min(cap, 1.5 x (lr_cuts + 1) x patience x eval_every)`` classifier steps
       (the plateau rule's typical length: a best early, then a plateau per cut), or
-      ``eval.steps``. FixMatch rows cost (1 + 2 mu) x a step and take the cap.
+      ``eval.steps``. FixMatch rows (the row, and + synthetic at each share) take their
+      cap of timed FixMatch steps (one pass over B labeled + 2 mu B pool views); with
+      ``pool.labeler: fixmatch`` the learner's run is part of train.
     """
     import torch
 
@@ -417,13 +419,18 @@ def estimate(cfg: Config, fp: dict) -> dict[str, float]:
 
     model, spec = create_classifier(ec, num_classes=k, channels=ch, data_size=size)
     copt = torch.optim.AdamW(model.parameters())
-    cx, cy = torch.randint(0, 256, (ec.batch_size, ch, size, size), dtype=torch.uint8), torch.randint(0, k, (ec.batch_size,))
 
-    def cls_step():
-        loss = torch.nn.functional.cross_entropy(model(spec(cx)), cy)
-        copt.zero_grad()
-        loss.backward()
-        copt.step()
+    def classifier_step(batch: int) -> Callable[[], None]:
+        cx, cy = torch.randint(0, 256, (batch, ch, size, size), dtype=torch.uint8), torch.randint(0, k, (batch,))
+
+        def step():
+            loss = torch.nn.functional.cross_entropy(model(spec(cx)), cy)
+            copt.zero_grad()
+            loss.backward()
+            copt.step()
+        return step
+
+    cls_step = classifier_step(ec.batch_size)
 
     start = _process_age()
     t_gan, t_judge, t_score, t_cls = (_time_steps(f) for f in (gan_step, judge_step, score, cls_step))
@@ -437,14 +444,19 @@ def estimate(cfg: Config, fp: dict) -> dict[str, float]:
         with torch.no_grad():
             t_inception = _time_steps(lambda: inception(batch), n=2) / 8
     scratch.cleanup()
+    semi = bool(fp["pool"]) and ec.fixmatch  # FixMatch rows (and, with pool.labeler fixmatch, its learner)
+    # one FixMatch step is one pass over B labeled + 2 mu B pool views; timed as such, since a
+    # batch that large runs faster per image than (1 + 2 mu) small steps (measured 2.5x on a CPU)
+    t_fix = _time_steps(classifier_step((1 + 2 * ec.fixmatch_mu) * ec.batch_size), n=3) if semi else 0.0
+    fix_cap = row_budget(ec, n_train_of(cfg, fp) + fp["pool"], semi_supervised=True).cap if semi else 0
     per_image = t_score / 64
     evals = max(1, gc.steps // gc.eval_every)
     gate = qc.probe_steps * t_judge + 2 * qc.probe_images * per_image + 2 * qc.inception_images * t_inception
-    train = start + gc.steps * t_gan + jc.steps * t_judge + evals * gc.fid_samples * per_image * 2 + gate
+    learner = fix_cap * t_fix if semi and cfg.pool.labeler == "fixmatch" else 0.0  # DPT's loop: trained in train-*
+    train = start + gc.steps * t_gan + jc.steps * t_judge + evals * gc.fid_samples * per_image * 2 + gate + learner
     kept = k * cfg.sample.per_class
     sample = start + 3 * kept * per_image + (kept + sum(fp["train_counts"])) * per_image
-    planned_hold_out = 0.0 if fp["held_out"] else cfg.data.hold_out  # the fingerprint's counts are before it
-    n_train = round(sum(fp["train_counts"]) * (1 - planned_hold_out))
+    n_train = n_train_of(cfg, fp)
     mixes = len([m for m in cfg.eval.mix.split(",") if m.strip() not in ("0", "0.0")]) if cfg.eval.mix != "auto" \
         else len(ec.auto_candidates)
     extra_rows = 1 + (1 if (fp["held_out"] or planned_hold_out) and ec.oracle else 0) + (2 if fp["pool"] else 0)
@@ -456,10 +468,14 @@ def estimate(cfg: Config, fp: dict) -> dict[str, float]:
 
     syn = k * cfg.sample.per_class
     steps = 5 * row_steps(n_train) + ec.seeds * (2 * row_steps(n_train) + (supervised - 2) * row_steps(n_train + syn))
-    if fp["pool"] and ec.fixmatch:
-        steps += ec.seeds * (1 + mixes) * (1 + 2 * ec.fixmatch_mu) * row_budget(ec, n_train + fp["pool"]).cap
-    evaluation = start + steps * t_cls
+    evaluation = start + steps * t_cls + ec.seeds * (1 + mixes) * fix_cap * t_fix  # FixMatch, + synthetic at each r
     return {"train": round(train, 1), "sample": round(sample, 1), "eval": round(evaluation, 1), "report": 5.0}
+
+
+def n_train_of(cfg: Config, fp: dict) -> int:
+    """Labeled training images the run will have: the fingerprint's, less a planned hold-out."""
+    planned_hold_out = 0.0 if fp["held_out"] else cfg.data.hold_out  # the fingerprint's counts are before it
+    return round(sum(fp["train_counts"]) * (1 - planned_hold_out))
 
 
 def _process_age() -> float:
@@ -480,8 +496,9 @@ def cached_estimate(plan: Plan) -> dict[str, float]:
     device, so the commands of one run time the models once. ``GENAUG_NO_ESTIMATE=1``
     skips it (no timed steps; the plan is still made and printed)."""
     cfg = plan.cfg
-    key = stable_hash({"cfg": cfg.model_dump(mode="json", include={"data", "gan", "judge", "sample", "eval"}),
-                       "fp": plan.fingerprint["key"], "device": plan.device, "v": 2})
+    sections = {"data", "gan", "judge", "sample", "eval", "pool", "quality"}
+    key = stable_hash({"cfg": cfg.model_dump(mode="json", include=sections),
+                       "fp": plan.fingerprint["key"], "device": plan.device, "v": 3})
     if os.environ.get("GENAUG_NO_ESTIMATE"):
         return {}
     path = cfg.run_dir() / "plan.json"

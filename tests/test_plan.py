@@ -155,3 +155,24 @@ def test_the_planned_hold_out_feeds_the_oracle_and_leaves_val_and_test_alone(tmp
     for name in ("val", "test"):
         assert planned.splits[name].ids == whole.splits[name].ids
     assert plan_of(tmp_path, folder, "data.hold_out=0").cfg.data.hold_out == 0.0  # the user may refuse it
+
+
+def test_estimate_counts_fixmatch_rows_and_the_dpt_learner_as_timed_fixmatch_steps(monkeypatch):
+    """With a pool: every FixMatch row (and + synthetic at each share) takes its cap of
+    FixMatch steps, timed on a (1 + 2 mu) B batch; pool.labeler=fixmatch adds the learner's
+    run to train. The timed steps are replaced by fixed costs to check the arithmetic."""
+    import genaug.plan as plan
+    from genaug.classify.budget import row_budget
+    from genaug.config import load_config
+
+    monkeypatch.setattr(plan, "_process_age", lambda: 0.0)
+    monkeypatch.setattr(plan, "_time_steps", lambda step, n=6: 0.01)
+    fp = {"sizes": {"short_median": 16}, "channels": 1, "classes": list("ab"), "train_counts": [40, 40],
+          "held_out": 500, "pool": 500}
+    sets = ["data.image_size=16", "eval.seeds=2", "eval.mix=0.5", "eval.max_steps=700", "eval.min_steps=700"]
+    plain, semi, dpt = (plan.estimate(load_config(None, [*sets, *extra]), fp) for extra in
+                        (["eval.fixmatch=false"], [], ["pool.labeler=fixmatch"]))
+    cap = row_budget(load_config(None, sets).eval, 80 + 500, semi_supervised=True).cap
+    assert cap == 700
+    assert semi["eval"] - plain["eval"] == pytest.approx(2 * (1 + 1) * cap * 0.01)  # seeds x (FixMatch, + synthetic)
+    assert dpt["train"] - semi["train"] == pytest.approx(cap * 0.01) and semi["train"] == plain["train"]
