@@ -459,7 +459,7 @@ def estimate(cfg: Config, fp: dict) -> dict[str, float]:
     n_train = n_train_of(cfg, fp)
     mixes = len([m for m in cfg.eval.mix.split(",") if m.strip() not in ("0", "0.0")]) if cfg.eval.mix != "auto" \
         else len(ec.auto_candidates)
-    extra_rows = 1 + (1 if (fp["held_out"] or planned_hold_out) and ec.oracle else 0) + (2 if fp["pool"] else 0)
+    extra_rows = 1 + (1 if (fp["held_out"] or cfg.data.hold_out) and ec.oracle else 0) + (2 if fp["pool"] else 0)
     supervised = 2 + extra_rows * mixes
 
     def row_steps(n_images: int) -> float:
