@@ -524,7 +524,7 @@ def table(results: list[dict], args) -> str:
     if noise and not results and not pooled:
         return "\n".join(noise_table(noise))
     if not results:
-        return "\n".join(["### With an unlabeled pool (issue #19)", ""] + provenance(pooled) + pool_table(pooled, results))
+        return "\n".join(["### With an unlabeled pool (issues #19, #29)", ""] + provenance(pooled) + pool_table(pooled, results))
     runs = sorted({(r.get("command", command(args)), r.get("device", "?"), r.get("date", "?")) for r in results})
     seeds = "/".join(str(n) for n in sorted({len(r["filtered"]["metrics"]["seeds"]) for r in results}))
     lines = noise_table(noise) if noise else []
@@ -581,7 +581,7 @@ def table(results: list[dict], args) -> str:
                  "synthetic set), the ceiling a perfect generator could reach; share captured = synthetic gain / "
                  "oracle gain, n/a when the oracle's interval includes 0.")
     if pooled:
-        lines += ["", "### With an unlabeled pool (issue #19)", ""] + provenance(pooled) + pool_table(pooled, results)
+        lines += ["", "### With an unlabeled pool (issues #19, #29)", ""] + provenance(pooled) + pool_table(pooled, results)
     return "\n".join(lines)
 
 
