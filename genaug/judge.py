@@ -28,6 +28,9 @@ from genaug.io import atomic_save_tensors, atomic_write_json, load_tensors, stab
 from genaug.runs import config_hash
 
 WEIGHTS, META = "model.safetensors", "judge.json"
+# how the judge's model is trained (2: the one classifier trainer; 1: the judge's own loop);
+# in the keys of everything such a model measures (the judge, the quality gate's probe)
+TRAINER_VERSION = 2
 
 
 @torch.no_grad()
@@ -116,9 +119,8 @@ def _acc(value: float | None) -> str:
 
 
 def judge_key(cfg: Config) -> str:
-    """The judge's cache key: its data, settings and seed, and the trainer's version (2: the
-    one classifier trainer; 1 was the judge's own loop)."""
-    return stable_hash({"config": config_hash(cfg, "data", "judge", "seed"), "trainer": 2})
+    """The judge's cache key: its data, settings and seed, and the trainer's version."""
+    return stable_hash({"config": config_hash(cfg, "data", "judge", "seed"), "trainer": TRAINER_VERSION})
 
 
 def ensure_judge(cfg: Config, data: LabeledData) -> Path:

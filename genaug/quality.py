@@ -115,8 +115,13 @@ def inception_scores(fake: torch.Tensor, real: torch.Tensor) -> dict:
 
 
 def quality_key(cfg: Config, weights_sha: str) -> str:
+    """The verdict's cache key: the weights, the gate's settings, the probe's model and how it
+    is trained (a verdict of another probe trainer is measured again), the data, the seed."""
+    from genaug.judge import TRAINER_VERSION
+
     return stable_hash({"weights": weights_sha, "quality": cfg.quality.model_dump(mode="json"),
-                        "judge_model": cfg.judge.model, "data": cfg.data.model_dump(mode="json"), "seed": cfg.seed})
+                        "judge_model": cfg.judge.model, "data": cfg.data.model_dump(mode="json"), "seed": cfg.seed,
+                        "probe_trainer": TRAINER_VERSION})
 
 
 def gate_images(cfg: Config, gen, data: LabeledData) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:

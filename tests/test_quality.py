@@ -49,3 +49,15 @@ def test_an_untrained_generator_is_called_so_after_training(tmp_path, run_cli):
     assert again.exit_code == 0 and json.loads((best / QUALITY).read_text()) == q
     sample = run_cli("sample", "--config", str(SMOKE), *sets, "--set", f"paths.gen_dir={tmp_path}/gen")
     assert sample.exit_code == 0 and "warning: the quality gate called" in sample.output, sample.output
+
+
+def test_a_verdict_of_another_probe_trainer_is_not_reused(monkeypatch):
+    """best/quality.json is keyed by how the probe is trained: after the trainer changes,
+    the gate measures again instead of reading the old probe's verdict."""
+    import genaug.judge
+    from genaug.config import Config
+    from genaug.quality import quality_key
+
+    before = quality_key(Config(), "sha")
+    monkeypatch.setattr(genaug.judge, "TRAINER_VERSION", genaug.judge.TRAINER_VERSION + 1)
+    assert quality_key(Config(), "sha") != before
