@@ -127,5 +127,6 @@ def _label_pool(cfg: Config, data: LabeledData, judge_dir: Path) -> None:
         "key": lab.key(cfg), "pool_hash": pool_hash(data), "n": len(labels),
         "per_class": np.bincount(labels, minlength=data.num_classes).tolist(), "mean_confidence": float(conf.mean()),
         "labeler": info, "judge_val_accuracy": info["val_accuracy"]})
+    acc = "n/a" if info["val_accuracy"] is None else f"{info['val_accuracy']:.4f}"
     print(f"pseudo-labeled {len(labels)} pool images with the {info['labeler']} (mean confidence {conf.mean():.3f}; "
-          f"its val accuracy {'n/a' if info['val_accuracy'] is None else format(info['val_accuracy'], '.4f')}); labels in {judge_dir / LABELS}")
+          f"its val accuracy {acc}); labels in {judge_dir / LABELS}")

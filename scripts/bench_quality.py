@@ -235,7 +235,8 @@ def pool_setting(args, k: int, gen: str) -> dict:
     """A generator trained on the K-shot split + the unlabeled pool, evaluated with the
     pool's control rows (pseudo-labeled pool, pool + synthetic) and the oracle."""
     run = run_names(k, gen, pool=True)["filtered"]
-    common = [*(a for kv in split_sets(k) for a in ("--set", kv)), "--set", f"sample.generator={gen}", "--set", f"eval.seeds={args.seeds}",
+    common = [*(a for kv in split_sets(k) for a in ("--set", kv)), "--set", f"sample.generator={gen}",
+              "--set", f"eval.seeds={args.seeds}",
               "--set", f"seed={args.seed}", *pool_sets(args)]
     log = Path(args.runs_dir) / f"{run}.log"
     t0 = time.perf_counter()
@@ -255,7 +256,8 @@ def pool_setting(args, k: int, gen: str) -> dict:
 def one_setting(args, k: int, gen: str) -> dict:
     """Filtered and unfiltered synthetic sets of one generator at one K, evaluated."""
     run, unf = run_names(k, gen).values()
-    common = [*(a for kv in split_sets(k) for a in ("--set", kv)), "--set", f"sample.generator={gen}", "--set", f"eval.seeds={args.seeds}",
+    common = [*(a for kv in split_sets(k) for a in ("--set", kv)), "--set", f"sample.generator={gen}",
+              "--set", f"eval.seeds={args.seeds}",
               "--set", f"seed={args.seed}"]
     log = Path(args.runs_dir) / f"{run}.log"
     t0 = time.perf_counter()
