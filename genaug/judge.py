@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 import torch.nn.functional as F
 from accelerate import PartialState
@@ -23,7 +22,7 @@ from genaug.classify.trainer import fit
 from genaug.classify.views import to_input
 from genaug.config import Config, EvalConfig
 from genaug.data.base import LabeledData, Split
-from genaug.evaluate.classifier import InputSpec
+from genaug.evaluate.classifier import InputSpec, create_classifier
 from genaug.io import atomic_save_tensors, atomic_write_json, load_tensors, stable_hash, sweep_temp
 from genaug.runs import config_hash
 
@@ -45,9 +44,10 @@ def accuracy(model: torch.nn.Module, split: Split, channels: int, batch_size: in
 
 
 def create_judge_model(name: str, *, in_chans: int, num_classes: int, image_size: int) -> torch.nn.Module:
-    """timm model; genaug's small ResNets also take the input size (for their data config)."""
-    kw = {"img_size": image_size} if name.startswith("resnet_small") else {}
-    return timm.create_model(name, in_chans=in_chans, num_classes=num_classes, **kw)
+    """The judge's timm model, built as the trainer builds it (:func:`create_classifier` of
+    its :func:`judge_config`), so saved weights and the loaded model always agree."""
+    return create_classifier(EvalConfig(model=name), num_classes=num_classes, channels=in_chans,
+                             data_size=image_size)[0]
 
 
 def judge_config(cfg: Config) -> Config:

@@ -79,6 +79,11 @@ def split_sets(k: int | str) -> list[str]:
     return [] if k == DEFAULT else [f"data.real_per_class={k}"]
 
 
+def split_args(k: int | str) -> list[str]:
+    """:func:`split_sets` as ``genaug`` command-line arguments."""
+    return [a for kv in split_sets(k) for a in ("--set", kv)]
+
+
 def prefix(k: int | str) -> str:
     return "default" if k == DEFAULT else f"fm_k{k}"
 
@@ -235,8 +240,7 @@ def pool_setting(args, k: int, gen: str) -> dict:
     """A generator trained on the K-shot split + the unlabeled pool, evaluated with the
     pool's control rows (pseudo-labeled pool, pool + synthetic) and the oracle."""
     run = run_names(k, gen, pool=True)["filtered"]
-    common = [*(a for kv in split_sets(k) for a in ("--set", kv)), "--set", f"sample.generator={gen}",
-              "--set", f"eval.seeds={args.seeds}",
+    common = [*split_args(k), "--set", f"sample.generator={gen}", "--set", f"eval.seeds={args.seeds}",
               "--set", f"seed={args.seed}", *pool_sets(args)]
     log = Path(args.runs_dir) / f"{run}.log"
     t0 = time.perf_counter()
@@ -256,8 +260,7 @@ def pool_setting(args, k: int, gen: str) -> dict:
 def one_setting(args, k: int, gen: str) -> dict:
     """Filtered and unfiltered synthetic sets of one generator at one K, evaluated."""
     run, unf = run_names(k, gen).values()
-    common = [*(a for kv in split_sets(k) for a in ("--set", kv)), "--set", f"sample.generator={gen}",
-              "--set", f"eval.seeds={args.seeds}",
+    common = [*split_args(k), "--set", f"sample.generator={gen}", "--set", f"eval.seeds={args.seeds}",
               "--set", f"seed={args.seed}"]
     log = Path(args.runs_dir) / f"{run}.log"
     t0 = time.perf_counter()
@@ -303,8 +306,7 @@ def noise_setting(args, k: int) -> dict:
     the oracle's gain and no gain from noise."""
     run = f"{prefix(k)}_noise"
     folder = noise_set(args, k, Path(args.runs_dir) / "noise_set" / f"k{k}")
-    common = [*(a for kv in split_sets(k) for a in ("--set", kv)), "--set", f"eval.seeds={args.seeds}",
-              "--set", f"seed={args.seed}"]
+    common = [*split_args(k), "--set", f"eval.seeds={args.seeds}", "--set", f"seed={args.seed}"]
     t0 = time.perf_counter()
     genaug(args, "eval-classifier", "--run", run, "--synthetic", str(folder), *common,
            *(["--mix", ",".join(map(str, args.noise_mixes))] if args.noise_mixes else []),
