@@ -318,3 +318,47 @@ def test_pool_only_table_names_command_device_date_and_the_default_block():
     assert "fm_k50 gan 90 min, default gan 30 min" in text
     assert text.index("**K = 50 real images per class + unlabeled pool**") < text.index("**The default data (MNIST-5k")
     assert "test: official 10k" in text and "test: 1,000 images" in text
+
+
+def test_a_setting_reuses_its_siblings_judge_and_generator_free_rows_only(tmp_path):
+    """The second generator of a K reads the first's judge directory and the rows no
+    synthetic image enters; its own rows and a second copy of a row are not added."""
+    from genaug.io import append_jsonl, read_jsonl
+
+    bq = load("bench_quality")
+    args = argparse.Namespace(runs_dir=str(tmp_path))
+    gan = tmp_path / "fm_k10_gan_pool"
+    (gan / "judge" / "fixmatch").mkdir(parents=True)
+    (gan / "judge" / "judge.json").write_text('{"key": "j"}')
+    (gan / "judge" / "fixmatch" / "learner.json").write_text('{"key": "l"}')
+    (gan / "eval" / "models").mkdir(parents=True)
+    (gan / "eval" / "models" / "strong_r0_seed0.safetensors").write_bytes(b"w")
+    (gan / "eval" / "models" / "synthetic_r0.5_seed0.safetensors").write_bytes(b"s")
+    for arm in ("naive", "strong", "oracle", "pool", "fixmatch", "synthetic", "pool_synthetic", "teacher",
+                "fixmatch_synthetic"):
+        append_jsonl(gan / "eval" / "rows.jsonl", {"key": f"k-{arm}", "arm": arm, "mix": 0.0, "seed": 0})
+    assert bq.share_generator_free(args, 10, "fm_k10_diffusion_pool", pool=True) == ["fm_k10_gan_pool"]
+    diff = tmp_path / "fm_k10_diffusion_pool"
+    assert sorted(r["arm"] for r in read_jsonl(diff / "eval" / "rows.jsonl")) == sorted(bq.GENERATOR_FREE_ARMS)
+    assert (diff / "judge" / "fixmatch" / "learner.json").read_text() == '{"key": "l"}'
+    assert [f.name for f in (diff / "eval" / "models").iterdir()] == ["strong_r0_seed0.safetensors"]
+    (diff / "judge" / "judge.json").write_text('{"key": "own"}')  # a run's own judge is never overwritten
+    bq.share_generator_free(args, 10, "fm_k10_diffusion_pool", pool=True)
+    assert len(read_jsonl(diff / "eval" / "rows.jsonl")) == len(bq.GENERATOR_FREE_ARMS)
+    assert (diff / "judge" / "judge.json").read_text() == '{"key": "own"}'
+    assert bq.share_generator_free(args, 10, "fm_k10_gan", pool=False) == []  # labeled-only runs: not the pool's
+
+
+def test_the_keys_that_license_sharing_do_not_depend_on_the_generator_or_run():
+    from genaug.config import load_config
+    from genaug.evaluate.learner import learner_key
+    from genaug.evaluate.run import arm_key
+    from genaug.judge import judge_key
+    from genaug.classify.streams import Arm
+
+    cfgs = [load_config(str(SCRIPTS.parent / "configs" / "bench_fmnist.yaml"),
+                        [f"run={run}", f"sample.generator={gen}", "data.unlabeled=rest", "pool.labeler=fixmatch"])
+            for run, gen in (("fm_k10_gan_pool", "gan"), ("fm_k10_diffusion_pool", "diffusion"))]
+    strong = Arm("strong", "strong", "", "balanced", "randaugment")
+    for key in (judge_key, learner_key, lambda c: arm_key(c, strong)):
+        assert key(cfgs[0]) == key(cfgs[1])
