@@ -282,6 +282,11 @@ class EvalConfig(Section):
 class PathsConfig(Section):
     runs_dir: str = "runs"
     gen_dir: str = "gen_dataset"
+    reuse_from: list[str] = Field(
+        [], description="other runs under runs_dir whose cached results this run copies instead of training them "
+        "again: the judge, the FixMatch learner, the pool's labels and evaluation rows, each only where its key (all "
+        "it depends on: data, settings, seed, the exact extra images) equals this run's. Two runs of one split that "
+        "differ in the generator share their judge and real-only rows this way")
 
 
 class Config(Section):

@@ -24,7 +24,7 @@ from genaug.config import Config, EvalConfig
 from genaug.data.base import LabeledData, Split
 from genaug.evaluate.classifier import InputSpec, create_classifier
 from genaug.io import atomic_save_tensors, atomic_write_json, load_tensors, stable_hash, sweep_temp
-from genaug.runs import config_hash
+from genaug.runs import config_hash, reuse_cached
 
 WEIGHTS, META = "model.safetensors", "judge.json"
 # how the judge's model is trained (2: the one classifier trainer; 1: the judge's own loop);
@@ -124,15 +124,13 @@ def judge_key(cfg: Config) -> str:
 
 
 def ensure_judge(cfg: Config, data: LabeledData) -> Path:
-    """The run's judge directory, training the judge first when missing or stale (on
-    rank 0 under ``accelerate launch``; the other processes wait for it)."""
+    """The run's judge directory, training the judge first when missing or stale and no
+    run of ``paths.reuse_from`` holds one with its key (on rank 0 under ``accelerate
+    launch``; the other processes wait for it)."""
     out, state = cfg.run_dir() / "judge", PartialState()
     if state.is_main_process:
         sweep_temp(out)
-        meta_path = out / META
-        fresh = (meta_path.is_file() and (out / WEIGHTS).is_file()
-                 and json.loads(meta_path.read_text()).get("key") == judge_key(cfg))
-        if not fresh:
+        if not reuse_cached(cfg, f"judge/{META}", {"key": judge_key(cfg)}, also=[f"judge/{WEIGHTS}"]):
             meta = train_judge(cfg, data, out)
             print(f"judge {meta['model']}: val accuracy {_acc(meta['val_accuracy'])} on {len(data.splits['val'])} images")
     state.wait_for_everyone()

@@ -25,6 +25,7 @@ from genaug.config import Config
 from genaug.data.base import LabeledData
 from genaug.errors import GenaugError
 from genaug.io import atomic_write_json, atomic_write_text, read_jsonl
+from genaug.runs import reuse_cached
 
 LABELS, LABELS_META = "pool_labels.jsonl", "pool_labels.json"
 
@@ -89,16 +90,15 @@ def labeler(cfg: Config) -> Labeler:
 
 def ensure_pool_labels(cfg: Config, data: LabeledData) -> PoolLabels | None:
     """The pool's pseudo-labels (None without a pool), labeling it with the run's
-    ``pool.labeler`` when missing or stale (on rank 0 under ``accelerate launch``; the
-    others wait). They live in ``runs/<run>/judge/`` whoever the labeler is."""
+    ``pool.labeler`` when missing or stale and no run of ``paths.reuse_from`` holds them
+    with its key (on rank 0 under ``accelerate launch``; the others wait). They live in ``runs/<run>/judge/`` whoever the labeler is."""
     if data.unlabeled is None:
         return None
     judge_dir, state = cfg.run_dir() / "judge", PartialState()
-    meta_path = judge_dir / LABELS_META
     if state.is_main_process:
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         # the labeler and the pool's pixels: a folder pool whose files changed under the same path is relabeled
-        if (meta.get("key"), meta.get("pool_hash")) != (labeler(cfg).key(cfg), pool_hash(data)):
+        match = {"key": labeler(cfg).key(cfg), "pool_hash": pool_hash(data)}
+        if not reuse_cached(cfg, f"judge/{LABELS_META}", match, also=[f"judge/{LABELS}"]):
             _label_pool(cfg, data, judge_dir)
     state.wait_for_everyone()
     rows = read_jsonl(judge_dir / LABELS)

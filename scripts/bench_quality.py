@@ -20,10 +20,10 @@ For each K (real images per class) and generator, with ``configs/bench_fmnist.ya
 is paired by classifier seed against the baseline of the same K. Each stage resumes
 from what its files hold, so an interrupted benchmark is rerun with the same command. The
 runs of one K share what no generator enters (the judge, the FixMatch learner, the pool's
-labels, and the baseline, naive, oracle, pool and FixMatch rows; see share_generator_free):
-copied from a sibling run, keyed like every cached result, so the second generator and
-the unfiltered sets train only their own rows and every row of a K is paired with the
-same baseline runs.
+labels, and the baseline, naive, oracle, pool and FixMatch rows): genaug's
+``paths.reuse_from`` copies them from a sibling run where their keys match, so the second
+generator and the unfiltered sets train only their own rows and every row of a K is
+paired with the same baseline runs.
 ``--data default`` runs the same on the built-in default data (MNIST-5k, long-tailed) and
 its own split, as one setting ``default`` beside the K's (runs ``default_<gen>...``; with
 ``--pool rest`` the pool is the training-pool digits the long tail left out).
@@ -39,7 +39,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -214,41 +213,18 @@ def run_names(k: int, gen: str, pool: bool = False) -> dict[str, str]:
     return {"filtered": f"{prefix(k)}_{gen}", "unfiltered": f"{prefix(k)}_{gen}_unfiltered"}
 
 
-# evaluation rows that read no synthetic image (the oracle's size follows the synthetic
-# set's fullest class, and its key says so: a different size is trained again)
-GENERATOR_FREE_ARMS = ("naive", "strong", "oracle", "pool", "fixmatch")
-
-
-def share_generator_free(args, k: int | str, run: str, pool: bool) -> list[str]:
-    """Seed ``run`` with what its sibling runs of the same split and pool (the other
-    generator's; the filtered run's for the unfiltered one) already trained that no
-    generator enters: the judge directory (the judge, the FixMatch learner and the pool's
-    labels) and the generator-free evaluation rows. Each is keyed by everything it depends
-    on (judge_key, learner_key, the labeler's key, a row's arm_key), so a copy whose key
-    differs from this run's is trained again and a matching one is what this run would
-    train, bit for bit: the settings of one K share their baseline runs and each trains
-    only its own rows. Returns the sibling runs it read."""
-    from genaug.io import append_jsonl, read_jsonl
-
+def reuse_from(args, k: int | str, run: str, pool: bool) -> list[str]:
+    """The sibling runs of ``run`` that exist (the other generator's of the same split and
+    pool; the filtered run's for the unfiltered one): genaug's ``paths.reuse_from``, so
+    ``run`` copies what they trained with its key (the judge, the FixMatch learner, the
+    pool's labels, and every row no generator enters) and trains only its own rows."""
     root = Path(args.runs_dir)
-    dst, used = root / run, []
-    siblings = [r for gen in ("gan", "diffusion") for r in run_names(k, gen, pool).values() if r != run]
-    for src in (root / r for r in siblings):
-        if not (src / "eval" / "rows.jsonl").is_file():
-            continue
-        if (src / "judge").is_dir() and not (dst / "judge").exists():
-            shutil.copytree(src / "judge", dst / "judge")
-        have = {(r["key"], r["mix"], r["seed"]) for r in read_jsonl(dst / "eval" / "rows.jsonl")}
-        for row in read_jsonl(src / "eval" / "rows.jsonl"):
-            if row["arm"] in GENERATOR_FREE_ARMS and (row["key"], row["mix"], row["seed"]) not in have:
-                append_jsonl(dst / "eval" / "rows.jsonl", row)
-                have.add((row["key"], row["mix"], row["seed"]))
-        for f in sorted((src / "eval" / "models").glob("strong*")):  # the baseline's saved weights (seed 0)
-            if not (dst / "eval" / "models" / f.name).exists():
-                (dst / "eval" / "models").mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(f, dst / "eval" / "models" / f.name)
-        used.append(src.name)
-    return used
+    return [r for gen in ("gan", "diffusion") for r in run_names(k, gen, pool).values()
+            if r != run and (root / r).is_dir()]
+
+
+def reuse_args(runs: list[str]) -> list[str]:
+    return ["--set", f"paths.reuse_from=[{','.join(runs)}]"] if runs else []
 
 
 def pool_sets(args) -> list[str]:
@@ -287,8 +263,8 @@ def pool_setting(args, k: int, gen: str) -> dict:
               "--set", f"seed={args.seed}", *pool_sets(args)]
     log = Path(args.runs_dir) / f"{run}.log"
     t0 = time.perf_counter()
-    shared = share_generator_free(args, k, run, pool=True)
-    genaug(args, "pipeline", "--run", run, *common, log=log)
+    shared = reuse_from(args, k, run, pool=True)
+    genaug(args, "pipeline", "--run", run, *common, *reuse_args(shared), log=log)
     result = {"k": k, "generator": gen, "pool": args.pool, "shared_with": shared, "pool_max": args.pool_max,
               "seconds": round(time.perf_counter() - t0, 1), "command": command(args), "device": device_name(),
               "date": time.strftime("%Y-%m-%d"), "budget": generator_budget(args, k, gen)}
@@ -308,12 +284,12 @@ def one_setting(args, k: int, gen: str) -> dict:
               "--set", f"seed={args.seed}"]
     log = Path(args.runs_dir) / f"{run}.log"
     t0 = time.perf_counter()
-    shared = share_generator_free(args, k, run, pool=False)
-    genaug(args, "pipeline", "--run", run, *common, log=log)
+    shared = reuse_from(args, k, run, pool=False)
+    genaug(args, "pipeline", "--run", run, *common, *reuse_args(shared), log=log)
     best = Path(args.runs_dir) / run / gen / "best"
-    genaug(args, "sample", "--run", unf, "--no-filter", "--generator", str(best), *common, log=log)
-    share_generator_free(args, k, unf, pool=False)
-    genaug(args, "eval-classifier", "--run", unf, *common, log=log)
+    unf_reuse = reuse_args(reuse_from(args, k, unf, pool=False))
+    genaug(args, "sample", "--run", unf, "--no-filter", "--generator", str(best), *common, *unf_reuse, log=log)
+    genaug(args, "eval-classifier", "--run", unf, *common, *unf_reuse, log=log)
     result = {"k": k, "generator": gen, "shared_with": shared, "seconds": round(time.perf_counter() - t0, 1),
               "command": command(args),
               "device": device_name(), "date": time.strftime("%Y-%m-%d"), "budget": generator_budget(args, k, gen)}

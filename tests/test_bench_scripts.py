@@ -320,33 +320,21 @@ def test_pool_only_table_names_command_device_date_and_the_default_block():
     assert "test: official 10k" in text and "test: 1,000 images" in text
 
 
-def test_a_setting_reuses_its_siblings_judge_and_generator_free_rows_only(tmp_path):
-    """The second generator of a K reads the first's judge directory and the rows no
-    synthetic image enters; its own rows and a second copy of a row are not added."""
-    from genaug.io import append_jsonl, read_jsonl
-
+def test_a_setting_reuses_what_its_sibling_runs_hold(tmp_path):
+    """The second generator of a K names the first's run as genaug's paths.reuse_from
+    (genaug copies what has its keys); the unfiltered set names the filtered run; runs
+    without a pool never name a pool run, and a run not started yet is not named."""
     bq = load("bench_quality")
     args = argparse.Namespace(runs_dir=str(tmp_path))
-    gan = tmp_path / "fm_k10_gan_pool"
-    (gan / "judge" / "fixmatch").mkdir(parents=True)
-    (gan / "judge" / "judge.json").write_text('{"key": "j"}')
-    (gan / "judge" / "fixmatch" / "learner.json").write_text('{"key": "l"}')
-    (gan / "eval" / "models").mkdir(parents=True)
-    (gan / "eval" / "models" / "strong_r0_seed0.safetensors").write_bytes(b"w")
-    (gan / "eval" / "models" / "synthetic_r0.5_seed0.safetensors").write_bytes(b"s")
-    for arm in ("naive", "strong", "oracle", "pool", "fixmatch", "synthetic", "pool_synthetic", "teacher",
-                "fixmatch_synthetic"):
-        append_jsonl(gan / "eval" / "rows.jsonl", {"key": f"k-{arm}", "arm": arm, "mix": 0.0, "seed": 0})
-    assert bq.share_generator_free(args, 10, "fm_k10_diffusion_pool", pool=True) == ["fm_k10_gan_pool"]
-    diff = tmp_path / "fm_k10_diffusion_pool"
-    assert sorted(r["arm"] for r in read_jsonl(diff / "eval" / "rows.jsonl")) == sorted(bq.GENERATOR_FREE_ARMS)
-    assert (diff / "judge" / "fixmatch" / "learner.json").read_text() == '{"key": "l"}'
-    assert [f.name for f in (diff / "eval" / "models").iterdir()] == ["strong_r0_seed0.safetensors"]
-    (diff / "judge" / "judge.json").write_text('{"key": "own"}')  # a run's own judge is never overwritten
-    bq.share_generator_free(args, 10, "fm_k10_diffusion_pool", pool=True)
-    assert len(read_jsonl(diff / "eval" / "rows.jsonl")) == len(bq.GENERATOR_FREE_ARMS)
-    assert (diff / "judge" / "judge.json").read_text() == '{"key": "own"}'
-    assert bq.share_generator_free(args, 10, "fm_k10_gan", pool=False) == []  # labeled-only runs: not the pool's
+    assert bq.reuse_from(args, 10, "fm_k10_gan_pool", pool=True) == []
+    (tmp_path / "fm_k10_gan_pool").mkdir()
+    assert bq.reuse_from(args, 10, "fm_k10_diffusion_pool", pool=True) == ["fm_k10_gan_pool"]
+    assert bq.reuse_args(["fm_k10_gan_pool"]) == ["--set", "paths.reuse_from=[fm_k10_gan_pool]"]
+    assert bq.reuse_args([]) == []
+    assert bq.reuse_from(args, 10, "fm_k10_gan", pool=False) == []  # labeled-only runs: not the pool's
+    (tmp_path / "fm_k10_gan").mkdir()
+    (tmp_path / "fm_k10_diffusion").mkdir()
+    assert bq.reuse_from(args, 10, "fm_k10_gan_unfiltered", pool=False) == ["fm_k10_gan", "fm_k10_diffusion"]
 
 
 def test_the_keys_that_license_sharing_do_not_depend_on_the_generator_or_run():

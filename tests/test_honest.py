@@ -101,6 +101,55 @@ def test_real_only_rows_are_reused_across_synthetic_sets(tmp_path, monkeypatch):
     assert trained == ["synthetic", "synthetic"]
 
 
+def test_a_run_borrows_from_paths_reuse_from_only_the_rows_with_its_keys(tmp_path, monkeypatch):
+    """Two runs of one split whose synthetic sets differ by one image: the second copies
+    the first's real-only rows (and the baseline's saved weights) and trains only its
+    own synthetic rows; its real-only results are the first run's."""
+    data = load_data(cfg_for(tmp_path).data)
+    from genaug.data.tools import export_imagefolder
+    from genaug.io import read_jsonl
+
+    export_imagefolder(data, tmp_path / "a", "train")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    first = sorted((tmp_path / "b" / data.classes[0]).iterdir())[0]
+    Image.fromarray(255 - np.asarray(Image.open(first))).save(first)
+    lender = eval_run.evaluate(cfg_for(tmp_path, "run=a", f"eval.synthetic_dir={tmp_path / 'a'}", "eval.oracle=false"))
+    trained = []
+    real = eval_run.train_once
+    monkeypatch.setattr(eval_run, "train_once", lambda *a, arm, **k: trained.append(arm.name) or real(*a, arm=arm, **k))
+    cfg = cfg_for(tmp_path, "run=b", f"eval.synthetic_dir={tmp_path / 'b'}", "eval.oracle=false", "paths.reuse_from=[a]")
+    borrower = eval_run.evaluate(cfg)
+    assert trained == ["synthetic", "synthetic"]
+    out = cfg.run_dir() / "eval"
+    assert sorted(r["arm"] for r in read_jsonl(out / "rows.jsonl")).count("strong") >= 2
+    assert (out / "models" / "strong_r0_seed0.safetensors").read_bytes() == \
+        (tmp_path / "runs" / "a" / "eval" / "models" / "strong_r0_seed0.safetensors").read_bytes()
+    assert borrower["settings"][0] == lender["settings"][0]  # the baseline row: the same runs
+
+
+def test_reuse_cached_copies_a_matching_result_and_refuses_a_missing_run(tmp_path, capsys):
+    from genaug.errors import ConfigError
+    from genaug.runs import reuse_cached
+
+    cfg = cfg_for(tmp_path, "run=mine", "paths.reuse_from=[other]")
+    other = tmp_path / "runs" / "other" / "judge"
+    other.mkdir(parents=True)
+    (other / "judge.json").write_text('{"key": "k1", "val_accuracy": 0.5}')
+    assert not reuse_cached(cfg, "judge/judge.json", {"key": "k1"}, also=["judge/model.safetensors"])  # no weights
+    (other / "model.safetensors").write_bytes(b"w")
+    assert not reuse_cached(cfg, "judge/judge.json", {"key": "k2"}, also=["judge/model.safetensors"])  # other key
+    assert not (cfg.run_dir() / "judge").exists()
+    assert reuse_cached(cfg, "judge/judge.json", {"key": "k1"}, also=["judge/model.safetensors"])
+    assert (cfg.run_dir() / "judge" / "model.safetensors").read_bytes() == b"w"
+    assert "reused judge/judge.json from run other" in capsys.readouterr().out
+    (cfg.run_dir() / "judge" / "judge.json").write_text('{"key": "mine"}')
+    assert reuse_cached(cfg, "judge/judge.json", {"key": "mine"})  # its own matching result: kept as is
+    assert (cfg.run_dir() / "judge" / "judge.json").read_text() == '{"key": "mine"}'
+    assert not reuse_cached(cfg, "judge/judge.json", {"key": "k1", "pool_hash": "p"})  # every entry must match
+    with pytest.raises(ConfigError, match="paths.reuse_from names run 'typo'"):
+        reuse_cached(cfg_for(tmp_path, "run=mine", "paths.reuse_from=[typo]"), "judge/judge.json", {"key": "x"})
+
+
 def test_synthetic_folder_must_have_the_data_classes(tmp_path):
     data = load_data(cfg_for(tmp_path).data)
     from genaug.data.tools import export_imagefolder

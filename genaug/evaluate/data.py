@@ -12,7 +12,7 @@ from genaug.config import Config
 from genaug.data import load_data
 from genaug.data.base import Split
 from genaug.errors import GenaugError
-from genaug.io import content_hash, stable_hash
+from genaug.io import content_hash
 
 
 def load_eval_data(cfg: Config, *, need_synthetic: bool) -> EvalData:
@@ -86,10 +86,11 @@ def load_synthetic(cfg: Config, classes: list[str], channels: int, size: int):
         if img.shape != (channels, size, size):
             raise GenaugError(f"synthetic image {r['id']} is {tuple(img.shape)}, the data is {(channels, size, size)}")
         images.append(img)
-    per_class = torch.bincount(torch.tensor([r["label"] for r in rows]), minlength=len(classes)).tolist()
-    info = {"dir": str(cfg.gen_dir()), "n": len(rows), "per_class": per_class, "external": False,
-            "ids_hash": stable_hash([r["id"] for r in rows]), "sources": [r.get("source_id") for r in rows]}
-    return torch.stack(images), torch.tensor([r["label"] for r in rows]), info
+    images, labels = torch.stack(images), torch.tensor([r["label"] for r in rows])
+    # keyed by pixels, not ids: ids repeat across runs and re-samples (c0000_0000000, ...)
+    info = {"dir": str(cfg.gen_dir()), "n": len(rows), "per_class": torch.bincount(labels, minlength=len(classes)).tolist(),
+            "external": False, "ids_hash": content_hash(images, labels), "sources": [r.get("source_id") for r in rows]}
+    return images, labels, info
 
 
 def load_external(root: str, classes: list[str], channels: int, size: int):

@@ -30,7 +30,7 @@ from genaug.evaluate.data import EvalData, attach_unlabeled, load_eval_data
 from genaug.classify.trainer import predict_proba, train_once
 from genaug.io import atomic_write_json, stable_hash
 from genaug.pseudo import Labeler, register_labeler
-from genaug.runs import config_hash
+from genaug.runs import config_hash, reuse_cached
 
 WEIGHTS, META = "model.safetensors", "learner.json"
 # evaluation settings that choose rows, not how the FixMatch row trains
@@ -63,11 +63,11 @@ def _pool_eval_data(cfg: Config, data: LabeledData) -> EvalData:
 
 
 def ensure_learner(cfg: Config, data: LabeledData) -> tuple[torch.nn.Module, object, dict]:
-    """The FixMatch learner (model, input spec, meta), trained first when missing or stale."""
+    """The FixMatch learner (model, input spec, meta), trained first when missing or stale
+    and no run of ``paths.reuse_from`` holds one with its key."""
     out, key, lcfg = learner_dir(cfg), learner_key(cfg), learner_config(cfg)
-    meta_path = out / META
-    fresh = meta_path.is_file() and (out / WEIGHTS).is_file() and json.loads(meta_path.read_text()).get("key") == key
-    if not fresh:
+    meta_path, rel = out / META, out.relative_to(cfg.run_dir())
+    if not reuse_cached(cfg, f"{rel}/{META}", {"key": key}, also=[f"{rel}/{WEIGHTS}"]):
         ed = _pool_eval_data(lcfg, data)
         arm = ARMS["fixmatch"](lcfg, ed)
         print(f"FixMatch learner: {lcfg.eval.model} on {len(ed.train_x)} labeled + {len(ed.unlabeled_x)} pool images "

@@ -25,7 +25,7 @@ from genaug.evaluate.stats import fmt, paired_gain, t_interval
 from genaug.classify.trainer import arm_images, train_once
 from genaug.evaluate.workers import Task, resolve_workers, run_in_workers
 from genaug.io import append_jsonl, atomic_write_json, read_jsonl, stable_hash, sweep_temp
-from genaug.runs import config_hash, record_in_splits
+from genaug.runs import config_hash, lend, lending_runs, record_in_splits
 
 
 def parse_mix(text: str, candidates: tuple[float, ...]) -> tuple[list[float], bool]:
@@ -84,6 +84,10 @@ class _Runner:
         return {(r["key"], r["mix"], r["seed"]): r for r in read_jsonl(self.out / "rows.jsonl")}
 
     def run(self, cfg: Config, jobs: list[Job]) -> None:
+        if cfg.paths.reuse_from:
+            if self.state.is_main_process:
+                borrow_rows(cfg, self.out, jobs, self.done())
+            self.state.wait_for_everyone()
         done = self.done()
         pending = [j for j in jobs if (j.key, j.r, j.seed) not in done][self.state.process_index :: self.state.num_processes]
         arms = {j.key: j.arm for j in pending}  # by key: the augmentation candidates are all "strong"
@@ -96,6 +100,32 @@ class _Runner:
             return
         for t in tasks:  # train_once looked up at call time: tests replace it
             append(t, train_once(cfg, self.ed, t.r, t.seed, save_to=t.save_to, save_meta=t.meta, arm=arms[t.key]))
+
+
+def borrow_rows(cfg: Config, out: Path, jobs: list[Job], done: dict) -> int:
+    """Copy into ``out/rows.jsonl`` the rows of ``jobs`` that it lacks and a run of
+    ``paths.reuse_from`` holds under the same (key, share, seed), with the weights a job
+    saves (a row whose weights the other run lacks is trained here instead). A row's key
+    holds all it depends on, down to the pixels of its extra images, so a borrowed row is
+    the one this run would train. Returns how many it copied."""
+    want = {(j.key, j.r, j.seed): j for j in jobs if (j.key, j.r, j.seed) not in done}
+    copied = 0
+    for src in lending_runs(cfg) if want else []:
+        for row in read_jsonl(src / "eval" / "rows.jsonl"):
+            job = want.get((row["key"], row["mix"], row["seed"]))
+            if job is None:
+                continue
+            if job.save_to is not None:
+                saved = str(job.save_to.relative_to(out))
+                if not (src / "eval" / saved).is_file():
+                    continue
+                lend(src / "eval", out, [saved])
+            append_jsonl(out / "rows.jsonl", row)
+            del want[(row["key"], row["mix"], row["seed"])]
+            copied += 1
+    if copied:
+        print(f"reused {copied} evaluation rows from {', '.join(cfg.paths.reuse_from)} (same keys)")
+    return copied
 
 
 def choose_augment(cfg: Config, ed: EvalData, runner: _Runner, seed: int, also: list[Job]) -> tuple[Config, dict]:
