@@ -91,7 +91,8 @@ def labeler(cfg: Config) -> Labeler:
 def ensure_pool_labels(cfg: Config, data: LabeledData) -> PoolLabels | None:
     """The pool's pseudo-labels (None without a pool), labeling it with the run's
     ``pool.labeler`` when missing or stale and no run of ``paths.reuse_from`` holds them
-    with its key (on rank 0 under ``accelerate launch``; the others wait). They live in ``runs/<run>/judge/`` whoever the labeler is."""
+    with its key (on rank 0 under ``accelerate launch``; the others wait). They live in
+    ``runs/<run>/judge/`` whoever the labeler is."""
     if data.unlabeled is None:
         return None
     judge_dir, state = cfg.run_dir() / "judge", PartialState()

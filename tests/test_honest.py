@@ -117,7 +117,8 @@ def test_a_run_borrows_from_paths_reuse_from_only_the_rows_with_its_keys(tmp_pat
     trained = []
     real = eval_run.train_once
     monkeypatch.setattr(eval_run, "train_once", lambda *a, arm, **k: trained.append(arm.name) or real(*a, arm=arm, **k))
-    cfg = cfg_for(tmp_path, "run=b", f"eval.synthetic_dir={tmp_path / 'b'}", "eval.oracle=false", "paths.reuse_from=[a]")
+    cfg = cfg_for(tmp_path, "run=b", f"eval.synthetic_dir={tmp_path / 'b'}", "eval.oracle=false",
+                  "paths.reuse_from=[a]")
     borrower = eval_run.evaluate(cfg)
     assert trained == ["synthetic", "synthetic"]
     out = cfg.run_dir() / "eval"
