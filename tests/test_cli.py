@@ -80,6 +80,12 @@ def test_value_out_of_range_is_named(run_cli):
     one_line_error(run_cli("train-gan", "--set", "gan.batch_size=1"), "gan.batch_size")
 
 
+def test_reuse_from_a_run_that_does_not_exist_is_named_before_anything_trains(run_cli, tmp_path):
+    result = run_cli("train-gan", "--set", f"paths.runs_dir={tmp_path}", "--set", "paths.reuse_from=[typo]")
+    one_line_error(result, "paths.reuse_from", "'typo'")
+    assert not (tmp_path / "default" / "gan").exists()
+
+
 def test_sample_and_filter_without_inputs_say_what_to_run(run_cli, tmp_path):
     sample = run_cli("sample", "--set", f"paths.runs_dir={tmp_path}", "--run", "nothing")
     assert sample.exit_code == 1
