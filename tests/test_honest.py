@@ -122,7 +122,10 @@ def test_a_run_borrows_from_paths_reuse_from_only_the_rows_with_its_keys(tmp_pat
     borrower = eval_run.evaluate(cfg)
     assert trained == ["synthetic", "synthetic"]
     out = cfg.run_dir() / "eval"
-    assert sorted(r["arm"] for r in read_jsonl(out / "rows.jsonl")).count("strong") >= 2
+    rows = read_jsonl(out / "rows.jsonl")
+    assert sorted(r["arm"] for r in rows).count("strong") >= 2
+    assert {r["arm"] for r in rows if r.get("lent_by") == "a"} == {"naive", "strong"}
+    assert all("lent_by" not in r for r in rows if r["arm"] == "synthetic")
     assert (out / "models" / "strong_r0_seed0.safetensors").read_bytes() == \
         (tmp_path / "runs" / "a" / "eval" / "models" / "strong_r0_seed0.safetensors").read_bytes()
     assert borrower["settings"][0] == lender["settings"][0]  # the baseline row: the same runs

@@ -105,7 +105,8 @@ class _Runner:
 def borrow_rows(cfg: Config, out: Path, jobs: list[Job], done: dict) -> int:
     """Copy into ``out/rows.jsonl`` the rows of ``jobs`` that it lacks and a run of
     ``paths.reuse_from`` holds under the same (key, share, seed), with the weights a job
-    saves (a row whose weights the other run lacks is trained here instead). A row's key
+    saves (a row whose weights the other run lacks is trained here instead), each marked
+    with ``lent_by``, the run that trained it. A row's key
     holds all it depends on, down to the pixels of its extra images, so a borrowed row is
     the one this run would train. Returns how many it copied."""
     want = {(j.key, j.r, j.seed): j for j in jobs if (j.key, j.r, j.seed) not in done}
@@ -120,7 +121,7 @@ def borrow_rows(cfg: Config, out: Path, jobs: list[Job], done: dict) -> int:
                 if not (src / "eval" / saved).is_file():
                     continue
                 lend(src / "eval", out, [saved])
-            append_jsonl(out / "rows.jsonl", row)
+            append_jsonl(out / "rows.jsonl", {**row, "lent_by": row.get("lent_by", src.name)})  # where it trained
             del want[(row["key"], row["mix"], row["seed"])]
             copied += 1
     if copied:
