@@ -87,9 +87,9 @@ def load_synthetic(cfg: Config, classes: list[str], channels: int, size: int):
             raise GenaugError(f"synthetic image {r['id']} is {tuple(img.shape)}, the data is {(channels, size, size)}")
         images.append(img)
     images, labels = torch.stack(images), torch.tensor([r["label"] for r in rows])
-    # keyed by pixels, not ids: ids repeat across runs and re-samples (c0000_0000000, ...)
     per_class = torch.bincount(labels, minlength=len(classes)).tolist()
     info = {"dir": str(cfg.gen_dir()), "n": len(rows), "per_class": per_class, "external": False,
+            # keyed by pixels, not ids: ids repeat across runs and re-samples (c0000_0000000, ...)
             "ids_hash": content_hash(images, labels), "sources": [r.get("source_id") for r in rows]}
     return images, labels, info
 

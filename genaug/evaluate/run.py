@@ -106,27 +106,25 @@ def borrow_rows(cfg: Config, out: Path, jobs: list[Job], done: dict) -> int:
     """Copy into ``out/rows.jsonl`` the rows of ``jobs`` that it lacks and a run of
     ``paths.reuse_from`` holds under the same (key, share, seed), with the weights a job
     saves (a row whose weights the other run lacks is trained here instead), each marked
-    with ``lent_by``, the run that trained it. A row's key
-    holds all it depends on, down to the pixels of its extra images, so a borrowed row is
-    the one this run would train. Returns how many it copied."""
+    with ``lent_by``, the run that trained it. A row's key holds all it depends on, down
+    to the pixels of its extra images, so a borrowed row is the one this run would train
+    (up to float summation order across thread counts). Returns how many it copied."""
     want = {(j.key, j.r, j.seed): j for j in jobs if (j.key, j.r, j.seed) not in done}
-    copied = 0
+    lenders = []
     for src in lending_runs(cfg) if want else []:
-        for row in read_jsonl(src / "eval" / "rows.jsonl"):
-            job = want.get((row["key"], row["mix"], row["seed"]))
-            if job is None:
-                continue
-            if job.save_to is not None:
-                saved = str(job.save_to.relative_to(out))
-                if not (src / "eval" / saved).is_file():
-                    continue
+        held = {(r["key"], r["mix"], r["seed"]): r for r in read_jsonl(src / "eval" / "rows.jsonl")}  # as _Runner.done
+        for at in [at for at in want if at in held]:
+            saved = str(want[at].save_to.relative_to(out)) if want[at].save_to else None
+            if saved and not (src / "eval" / saved).is_file():
+                continue  # the weights it must save are not there: trained here
+            if saved:
                 lend(src / "eval", out, [saved])
-            append_jsonl(out / "rows.jsonl", {**row, "lent_by": row.get("lent_by", src.name)})  # where it trained
-            del want[(row["key"], row["mix"], row["seed"])]
-            copied += 1
-    if copied:
-        print(f"reused {copied} evaluation rows from {', '.join(cfg.paths.reuse_from)} (same keys)")
-    return copied
+            append_jsonl(out / "rows.jsonl", {**held[at], "lent_by": held[at].get("lent_by", src.name)})
+            del want[at]
+            lenders.append(src.name)
+    if lenders:
+        print(f"reused {len(lenders)} evaluation rows from {', '.join(dict.fromkeys(lenders))} (same keys)")
+    return len(lenders)
 
 
 def choose_augment(cfg: Config, ed: EvalData, runner: _Runner, seed: int, also: list[Job]) -> tuple[Config, dict]:
